@@ -1,0 +1,5 @@
+"""The one exception type i2i raises for bad input; the CLI prints its message as a single line."""
+
+
+class I2IError(Exception):
+    """A problem the user can fix: the message names the bad key, file or value and says what to do."""

@@ -1,0 +1,84 @@
+"""Hook specifications: the plugin author's reference.
+
+A plugin is a Python module named by an entry point in the ``i2i`` group of its package's metadata::
+
+    [project.entry-points.i2i]
+    my_parts = "my_package.parts"
+
+The module holds functions marked with ``@i2i.hookimpl`` whose names are the hooks below. Each hook returns
+the part *classes* the plugin adds; the core instantiates them with the options a recipe gives. A part class
+subclasses the interface of its kind from :mod:`i2i.parts`, sets ``name`` (the name recipes use, unique per
+kind) and ``options`` (a tuple of :class:`i2i.Option`), and its docstring's first line is the description
+``i2i list`` prints. Every option a recipe passes has been checked against ``options`` before the
+constructor runs, and the constructor receives every declared option as a keyword argument.
+
+The stock parts (ResNet generator, PatchGAN, LSGAN, ...) register through exactly these hooks.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
+
+hookspec = pluggy.HookspecMarker("i2i")
+hookimpl = pluggy.HookimplMarker("i2i")
+
+
+@hookspec
+def i2i_generators() -> list[type[Generator]]:
+    """Return generator classes (subclasses of :class:`i2i.parts.Generator`).
+
+    A generator is an ``nn.Module`` mapping (N, C, H, W) images in [-1, 1] to images of the same size. Set
+    ``size_multiple`` to the factor input sizes must divide by, and ``batch_independent = False`` when an
+    output depends on other samples of the batch (batch norm), which stops the trainer from batching calls.
+    Declare ``in_channels`` and ``out_channels`` options (default 3) so methods can set them.
+    """
+
+
+@hookspec
+def i2i_discriminators() -> list[type[Discriminator]]:
+    """Return discriminator classes (subclasses of :class:`i2i.parts.Discriminator`).
+
+    A discriminator is an ``nn.Module`` returning raw scores (no sigmoid) for a batch of images: one per image
+    or a map of per-patch scores. Declare an ``in_channels`` option (default 3): conditional methods such as
+    pix2pix set it to 6 to score input and output together.
+    """
+
+
+@hookspec
+def i2i_losses() -> list[type[Loss]]:
+    """Return loss classes, each a subclass of :class:`i2i.parts.AdversarialLoss` or
+    :class:`i2i.parts.ReconstructionLoss`.
+
+    Adversarial losses are called as ``loss(prediction, target_is_real)`` for both the discriminator's and the
+    generator's objective; reconstruction losses as ``loss(output, target)``. A recipe's ``[loss.<slot>]``
+    table names the loss and its ``weight``; the weight is applied by the method, not the loss.
+    """
+
+
+@hookspec
+def i2i_buffers() -> list[type[Buffer]]:
+    """Return buffer classes (subclasses of :class:`i2i.parts.Buffer`).
+
+    A buffer answers ``query(fakes)`` with the batch the discriminator should see instead (e.g. a pool of past
+    fakes) and saves its contents with ``state_dict`` for checkpoints.
+    """
+
+
+@hookspec
+def i2i_methods() -> list[type[Method]]:
+    """Return method classes (subclasses of :class:`i2i.parts.Method`).
+
+    A method builds its networks from the recipe through the factory it is given, says which parameters each
+    optimizer owns, and computes one training step. It declares its loss slots in ``losses``.
+    """
+
+
+@hookspec
+def i2i_datasets() -> list[type[Dataset]]:
+    """Return dataset classes (subclasses of :class:`i2i.parts.Dataset`).
+
+    ``load(split, augment)`` returns a ``torch.utils.data.Dataset`` whose items are dicts with "A" and "B"
+    image tensors in [-1, 1] and their paths "A_path", "B_path".
+    """

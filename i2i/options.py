@@ -1,0 +1,122 @@
+"""Declared options of a part: what a recipe table may hold, typed and checked before anything is built."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from i2i.errors import I2IError
+
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a part accepts: name, type, default and a one-line help, with optional bounds or choices."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def type_name(self) -> str:
+        """The type as written in recipes and `i2i info`."""
+        return _TYPE_NAMES.get(self.type, self.type.__name__)
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return `value` converted to this option's type, or raise I2IError naming `where`."""
+        converted = _coerce(value, self.type)
+        if converted is _BAD:
+            raise I2IError(f"{where} must be {_article(self.type_name)}, got {_show(value)}"
+                           f" (e.g. {self.name} = {_show(self.default)})")
+        value = converted
+        if self.choices is not None and value not in self.choices:
+            close = closest(str(value), [str(c) for c in self.choices])
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise I2IError(f"{where} = {_show(value)} is not one of {', '.join(map(_show, self.choices))}{hint}")
+        if self.min is not None and value < self.min:
+            raise I2IError(f"{where} = {_show(value)} is out of range: it must be >= {self.min}")
+        if self.max is not None and value > self.max:
+            raise I2IError(f"{where} = {_show(value)} is out of range: it must be <= {self.max}")
+        return value
+
+
+_BAD = object()
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        return value if isinstance(value, bool) else _BAD
+    if isinstance(value, bool):
+        return _BAD
+    if kind is float and isinstance(value, (int, float)):
+        return float(value)
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    return _BAD
+
+
+def _article(type_name: str) -> str:
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
+def _show(value: Any) -> str:
+    """Render a value as it would appear in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `word`, or None when nothing is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+@dataclass
+class OptionSet:
+    """An ordered collection of options with validation of a whole table against it."""
+
+    options: tuple[Option, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        self._by_name = {o.name: o for o in self.options}
+
+    def __iter__(self):
+        return iter(self.options)
+
+    def names(self) -> list[str]:
+        """Option names in declaration order."""
+        return list(self._by_name)
+
+    def resolve(self, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Check `values` against the options and return them with every default filled in."""
+        resolved = {}
+        for key, value in values.items():
+            if key not in self._by_name:
+                raise I2IError(unknown_key_message(where, key, self.names()))
+            resolved[key] = self._by_name[key].check(value, f"[{where}] {key}")
+        for option in self.options:
+            resolved.setdefault(option.name, option.default)
+        return {name: resolved[name] for name in self.names()}
+
+
+def unknown_key_message(where: str, key: str, known: list[str]) -> str:
+    """One line for an unknown key: the table, the key, the closest known key and the full list."""
+    close = closest(key, known)
+    hint = f"did you mean {close!r}? " if close else ""
+    listing = ", ".join(known) if known else "none"
+    return f"unknown key {key!r} in [{where}]: {hint}(known keys: {listing})"

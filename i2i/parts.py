@@ -1,0 +1,185 @@
+"""The interfaces every part implements: Generator, Discriminator, Loss, Buffer, Dataset and Method.
+
+The core trains against these classes only; concrete parts live in plugins and reach the core through the
+`i2i` entry-point group (see hookspecs.py). Each part class declares a `name` (used in recipes), its
+`options` (checked before anything is built) and a docstring whose first line is its description.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from i2i.options import Option
+
+KINDS = ("generator", "discriminator", "loss", "buffer", "method", "dataset")
+
+
+class Part:
+    """Base of every part: a recipe name, declared options and a description."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    @classmethod
+    def description(cls) -> str:
+        """The first line of the class docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Generator(Part, nn.Module):
+    """Maps a batch of images (N, C, H, W) in [-1, 1] to translated images of the same size."""
+
+    kind = "generator"
+    #: input height and width must be multiples of this (2 ** number of downsamplings)
+    size_multiple: int = 1
+    #: True when each output depends on its own input only (instance norm or none), so calls may be batched
+    batch_independent: bool = True
+
+
+class Discriminator(Part, nn.Module):
+    """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch."""
+
+    kind = "discriminator"
+    batch_independent: bool = True
+
+
+class Loss(Part, nn.Module):
+    """Base of all losses; a loss is one of the two roles below."""
+
+    kind = "loss"
+
+
+class AdversarialLoss(Loss):
+    """Scores discriminator predictions against the real or the fake target (for D and for G)."""
+
+    def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ReconstructionLoss(Loss):
+    """Compares an output image with a target image."""
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Buffer(Part):
+    """Holds past generated images and answers a query batch with a mix of new and stored images."""
+
+    kind = "buffer"
+
+    def query(self, images: Tensor) -> Tensor:  # pragma: no cover - interface
+        """Return the images the discriminator should see in place of `images` (same shape)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The buffer's contents as tensors, for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore contents saved by `state_dict`."""
+
+
+class Dataset(Part):
+    """A source of training images; `load` gives a torch Dataset whose items are dicts.
+
+    Items hold "A" and "B" image tensors (C, H, W) in [-1, 1] and their file names "A_path" and "B_path".
+    """
+
+    kind = "dataset"
+    #: True when item i's A and B images correspond (pix2pix); False for unpaired domains (CycleGAN)
+    paired: ClassVar[bool] = False
+
+    def load(self, split: str, augment: bool) -> torch.utils.data.Dataset:  # pragma: no cover - interface
+        """The items of `split` ("train", "test"), with random augmentation when `augment` is true."""
+        raise NotImplementedError
+
+    def has_split(self, split: str) -> bool:
+        """Whether `load(split, ...)` has images (e.g. a testA/testB folder exists)."""
+        return split == "train"
+
+
+@dataclass(frozen=True)
+class LossSlot:
+    """A loss a method uses: its role, the part used when the recipe names none, and its default weight."""
+
+    role: type[Loss]
+    default: str
+    weight: float
+    help: str
+
+
+class PartFactory(Protocol):
+    """What a method gets to build its parts from the recipe (the trainer provides it)."""
+
+    def generator(self, **overrides: Any) -> Generator:
+        """A new generator as the recipe's [generator] table says, with `overrides` applied."""
+
+    def discriminator(self, **overrides: Any) -> Discriminator:
+        """A new discriminator as the recipe's [discriminator] table says, with `overrides` applied."""
+
+    def loss(self, slot: str) -> tuple[Loss, float]:
+        """The loss in recipe table [loss.<slot>] and its weight."""
+
+    def buffer(self) -> Buffer:
+        """A new buffer as the recipe's [buffer] table says."""
+
+
+class Stepper(Protocol):
+    """The optimizers and precision context a method uses inside `Method.step`."""
+
+    def autocast(self) -> AbstractContextManager:
+        """Context for forward computations: mixed precision as the recipe's run.precision says."""
+
+    def zero_grad(self, group: str) -> None:
+        """Clear the gradients of optimizer `group` (a key of `Method.optimizer_groups`)."""
+
+    def backward(self, loss: Tensor) -> None:
+        """Backpropagate `loss` (scaled when fp16 needs it)."""
+
+    def step(self, group: str) -> None:
+        """Apply optimizer `group`'s update."""
+
+
+class Method(Part):
+    """How one training step is computed from parts (e.g. the unpaired cycle step)."""
+
+    kind = "method"
+    #: the loss slots this method reads from [loss.<slot>] recipe tables
+    losses: ClassVar[dict[str, LossSlot]] = {}
+
+    def build(self, parts: PartFactory) -> None:  # pragma: no cover - interface
+        """Create networks, losses and buffers from `parts`."""
+        raise NotImplementedError
+
+    def networks(self) -> dict[str, nn.Module]:  # pragma: no cover - interface
+        """The trained networks by name (checkpoint file names, e.g. "G_A")."""
+        raise NotImplementedError
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:  # pragma: no cover - interface
+        """Parameters per optimizer, e.g. {"G": [...], "D": [...]}; each group gets its own Adam."""
+        raise NotImplementedError
+
+    def buffers(self) -> dict[str, Buffer]:
+        """Buffers by name, saved in checkpoints."""
+        return {}
+
+    def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:  # pragma: no cover
+        """Run one training step on `batch` and return the losses (detached scalars) by name."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:  # pragma: no cover - interface
+        """Named image batches to show in the report, e.g. real_A, fake_B, rec_A."""
+        raise NotImplementedError
+
+    def generator_for(self, direction: str) -> Generator:  # pragma: no cover - interface
+        """The generator that translates in `direction` ("AtoB" or "BtoA")."""
+        raise NotImplementedError
