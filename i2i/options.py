@@ -32,17 +32,17 @@ class Option:
         """Return `value` converted to this option's type, or raise I2IError naming `where`."""
         converted = _coerce(value, self.type)
         if converted is _BAD:
-            raise I2IError(f"{where} must be {_article(self.type_name)}, got {_show(value)}"
-                           f" (e.g. {self.name} = {_show(self.default)})")
+            raise I2IError(f"{where} must be {article(self.type_name)}, got {toml_value(value)}"
+                           f" (e.g. {self.name} = {toml_value(self.default)})")
         value = converted
         if self.choices is not None and value not in self.choices:
             close = closest(str(value), [str(c) for c in self.choices])
             hint = f"; did you mean {close!r}?" if close else ""
-            raise I2IError(f"{where} = {_show(value)} is not one of {', '.join(map(_show, self.choices))}{hint}")
+            raise I2IError(f"{where} = {toml_value(value)} is not one of {', '.join(map(toml_value, self.choices))}{hint}")
         if self.min is not None and value < self.min:
-            raise I2IError(f"{where} = {_show(value)} is out of range: it must be >= {self.min}")
+            raise I2IError(f"{where} = {toml_value(value)} is out of range: it must be >= {self.min}")
         if self.max is not None and value > self.max:
-            raise I2IError(f"{where} = {_show(value)} is out of range: it must be <= {self.max}")
+            raise I2IError(f"{where} = {toml_value(value)} is out of range: it must be <= {self.max}")
         return value
 
 
@@ -63,12 +63,13 @@ def _coerce(value: Any, kind: type) -> Any:
     return _BAD
 
 
-def _article(type_name: str) -> str:
-    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+def article(word: str) -> str:
+    """`word` with "a" or "an" before it."""
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-def _show(value: Any) -> str:
-    """Render a value as it would appear in TOML."""
+def toml_value(value: Any) -> str:
+    """A value as it would appear in TOML."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -59,12 +59,16 @@ class Loss(Part, nn.Module):
 class AdversarialLoss(Loss):
     """Scores discriminator predictions against the real or the fake target (for D and for G)."""
 
+    role: ClassVar[str] = "adversarial"
+
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
 class ReconstructionLoss(Loss):
     """Compares an output image with a target image."""
+
+    role: ClassVar[str] = "reconstruction"
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -154,6 +158,8 @@ class Method(Part):
     kind = "method"
     #: the loss slots this method reads from [loss.<slot>] recipe tables
     losses: ClassVar[dict[str, LossSlot]] = {}
+    #: the component tables this method builds parts from ([generator], [discriminator], [buffer])
+    parts: ClassVar[tuple[str, ...]] = ("generator",)
 
     def build(self, parts: PartFactory) -> None:  # pragma: no cover - interface
         """Create networks, losses and buffers from `parts`."""

@@ -1,0 +1,155 @@
+"""The `i2i` command: parses arguments, calls the library, prints. No training logic lives here."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+from i2i.errors import I2IError
+from i2i.options import toml_value
+from i2i.parts import KINDS
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the full traceback of errors (also accepted after a command).")
+@click.version_option(package_name="i2i")
+def cli(debug: bool) -> None:
+    """i2i: plugin-based image-to-image translation (CycleGAN and friends)."""
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<run.name>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in the run folder.")
+def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool) -> None:
+    """Train the parts a RECIPE (.toml) assembles."""
+    from i2i.recipe import load_recipe
+    from i2i.train import Progress as TrainProgress, Trainer, default_run_dir
+
+    resolved = load_recipe(recipe, overrides)
+    run_dir = out or default_run_dir(resolved)
+    trainer = Trainer(resolved, run_dir, overwrite=overwrite)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {trainer.device}"
+                 f" into {run_dir}", highlight=False, markup=False)
+    with Progress(*columns, console=stderr) as progress:
+        task = progress.add_task("train", total=None, rate="")
+
+        def show(p: TrainProgress) -> None:
+            speed = progress.tasks[0].speed
+            progress.update(task, completed=p.step, total=p.total, description=f"epoch {p.epoch}",
+                            rate=f"{speed:.2f} it/s" if speed else "")
+            if p.losses:  # a line per logged step above the bar, so the history stays on screen
+                losses = "  ".join(f"{k} {v:.3f}" for k, v in p.losses.items())
+                progress.console.print(f"step {p.step}/{p.total}  {losses}", highlight=False, markup=False)
+
+        trainer.run(on_progress=show)
+    stdout.print(f"done: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
+@cli.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+def list_parts(kind: str | None) -> None:
+    """List installed parts (of one KIND), with the package each comes from."""
+    from i2i.registry import default_registry
+
+    registry = default_registry()
+    table = Table(box=None, header_style="bold")
+    for column in ("kind", "name", "package", "description"):
+        table.add_column(column)
+    for k in [kind] if kind else KINDS:
+        for name in registry.available(k):
+            part = registry.info(k, name)
+            table.add_row(k, name, part.package, part.description)
+    stdout.print(table)
+    for problem in registry.conflicts:
+        stderr.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("name")
+def info(kind: str, name: str) -> None:
+    """Show a part's description, package and options."""
+    from i2i.registry import default_registry
+
+    part = default_registry().info(kind, name)
+    stdout.print(f"[bold]{kind} {name}[/bold] ({part.package}): {part.description}", highlight=False)
+    doc = (part.cls.__doc__ or "").strip().splitlines()[1:]
+    if any(line.strip() for line in doc):
+        stdout.print("\n".join(line.strip() for line in doc).strip(), highlight=False)
+    if not part.options:
+        stdout.print("no options")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("option", "type", "default", "help"):
+        table.add_column(column)
+    for o in part.options:
+        limits = []
+        if o.choices:
+            limits.append("one of " + ", ".join(map(str, o.choices)))
+        if o.min is not None:
+            limits.append(f">= {o.min}")
+        if o.max is not None:
+            limits.append(f"<= {o.max}")
+        text = o.help + (f" ({'; '.join(limits)})" if limits else "")
+        table.add_row(o.name, o.type_name, toml_value(o.default), text)
+    stdout.print(table)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, without the source location a user cannot act on."""
+    stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `i2i` command: one clear line per error, the traceback only with --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            cli.main(args, prog_name="i2i", standalone_mode=False)
+    except click.exceptions.Abort:
+        stderr.print("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except I2IError as exc:
+        if debug:
+            traceback.print_exc()
+        stderr.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure still ends in one line unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            stderr.print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                      highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

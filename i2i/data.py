@@ -1,0 +1,457 @@
+"""Image reading, the training transforms and the stock datasets: unpaired image folders and synthetic shapes.
+
+Registered through the ``i2i_datasets`` hook like any third-party dataset. All augmentation randomness comes
+from torch's global RNG, so seeding torch (and the DataLoader's per-worker seeding) makes runs repeatable.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import os
+import random
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops, ImageDraw, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from i2i.errors import I2IError
+from i2i.hookspecs import hookimpl
+from i2i.options import Option
+from i2i.parts import Dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Synthetic",
+    "UnpairedFolders",
+    "i2i_datasets",
+    "list_images",
+    "read_image",
+    "transform_image",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_image(path: Path | str) -> Image.Image:
+    """Decode the image file at `path` fully and return it as RGB, EXIF rotation applied; else raise I2IError."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = _exif_upright(image)
+            return _to_rgb(image)
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
+        raise I2IError(f"cannot read image {path}: {_reason(exc, path)}") from exc
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    # A damaged EXIF block should not cost an otherwise good image: keep it as stored.
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: transparency over white, high bit depths scaled rather than clipped."""
+    mode = image.mode
+    if mode == "RGB" and not image.has_transparency_data:
+        return image
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_deep_to_uint8(np.asarray(image), mode)).convert("RGB")
+    if image.has_transparency_data:
+        # Covers alpha bands (RGBA, LA, PA, premultiplied) and tRNS/palette transparency, which convert applies.
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _deep_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16/32-bit integer or float pixels to 0..255 (PIL's own convert clips everything above 255)."""
+    values = array.astype(np.float64)
+    if values.size == 0:
+        return values.astype(np.uint8)
+    low, high = float(values.min()), float(values.max())
+    if mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0  # float images are conventionally in [0, 1]
+    elif mode == "F" and low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif mode != "F" and low >= 0 and high <= 65535:
+        # 16-bit data (also what PIL gives as mode I for 16-bit PGM): 65535 -> 255, 0x8080 -> 128.
+        scaled = values / 257.0
+    else:
+        # Signed or wider-than-16-bit ranges have no fixed white: stretch what is there.
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _reason(exc: BaseException, path: Path | str) -> str:
+    """A short lower-case reason for a failed read, without repeating the path."""
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file (or a broken link)"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            if os.path.getsize(path) == 0:
+                return "the file is empty (0 bytes)"
+        except OSError:
+            pass
+        return "not an image file, or a format PIL cannot read"
+    if isinstance(exc, OSError) and exc.strerror:  # errno errors: str() would repeat the path
+        text = exc.strerror
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    # PIL words its messages both ways ("Truncated File Read", "image file is truncated"); keep acronyms.
+    return text[0].lower() + text[1:] if text[1:2].islower() else text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Listing
+
+
+def list_images(folder: Path | str) -> list[Path]:
+    """Image files under `folder`, recursively and sorted; hidden files and folders are skipped."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+
+    def unreadable(error: OSError) -> None:
+        warnings.warn(f"cannot list {error.filename}: {(error.strerror or str(error)).lower()}", stacklevel=3)
+
+    # Symlinked folders are followed (datasets are often linked in), but each real folder is walked once, which
+    # also stops link loops.
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
+        try:
+            stat = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in visited:
+            dirnames[:] = []
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath, name) for name in filenames
+                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transforms
+
+
+def transform_image(image: Image.Image, load_size: int, crop_size: int, augment: bool, flip: bool = True) -> Tensor:
+    """Resize, crop (random if `augment`, else centre) and maybe flip `image`: a (3, crop, crop) tensor in [-1, 1]."""
+    if crop_size > load_size:
+        raise ValueError(f"crop_size {crop_size} is larger than load_size {load_size}")
+    image = F.resize(image, [load_size, load_size], interpolation=InterpolationMode.BICUBIC)
+    if augment:
+        # torch's global RNG (not python's random) so torch seeding and DataLoader worker seeding cover it.
+        top = int(torch.randint(0, load_size - crop_size + 1, ()))
+        left = int(torch.randint(0, load_size - crop_size + 1, ()))
+        image = F.crop(image, top, left, crop_size, crop_size)
+        if flip and bool(torch.rand(()) < 0.5):
+            image = F.hflip(image)
+    else:
+        image = F.center_crop(image, [crop_size, crop_size])
+    # pil_to_tensor gives a channels-last view; callers expect an ordinary contiguous (C, H, W) tensor.
+    tensor = F.to_dtype(F.pil_to_tensor(image).contiguous(), torch.float32, scale=True)
+    return tensor.mul_(2.0).sub_(1.0)
+
+
+def _check_sizes(load_size: int, crop_size: int) -> None:
+    if crop_size > load_size:
+        raise I2IError(f"data.crop_size = {crop_size} is larger than data.load_size = {load_size}: set"
+                       f" data.crop_size <= data.load_size (e.g. --set data.crop_size={load_size})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Unpaired image folders
+
+
+class UnpairedFolders(Dataset):
+    """Unpaired images from folders trainA/ and trainB/ (and optionally testA/, testB/) under one root."""
+
+    name = "unpaired"
+    paired = False
+    options = (
+        Option("root", str, "", "folder holding trainA/ and trainB/ (and optionally testA/, testB/)"),
+        Option("load_size", int, 286, "images are resized to load_size x load_size first", min=1),
+        Option("crop_size", int, 256, "then cropped to crop_size x crop_size (random crop in training)", min=1),
+        Option("flip", bool, True, "flip training images horizontally at random"),
+    )
+
+    def __init__(self, root: str = "", load_size: int = 286, crop_size: int = 256, flip: bool = True) -> None:
+        if not root:
+            raise I2IError("data.root is not set: set data.root to the folder holding trainA/ and trainB/"
+                           " (e.g. --set data.root=path/to/horse2zebra)")
+        self.root = Path(root).expanduser()
+        self.load_size, self.crop_size, self.flip = load_size, crop_size, flip
+        _check_sizes(load_size, crop_size)
+        try:
+            self._check_layout()
+        except PermissionError as err:
+            raise I2IError(f"cannot read {err.filename or self.root}: permission denied") from err
+        self._files: dict[str, tuple[list[Path], list[Path]] | None] = {}
+        self._files["train"] = self._scan("train", required=True)
+
+    def _check_layout(self) -> None:
+        """Raise I2IError naming the fix when root, trainA/ or trainB/ is missing."""
+        if not self.root.exists():
+            raise I2IError(f"data.root {self.root} does not exist: set data.root to the folder holding trainA/"
+                           " and trainB/")
+        if not self.root.is_dir():
+            raise I2IError(f"data.root {self.root} is not a folder: set data.root to the folder holding trainA/"
+                           " and trainB/")
+        for domain in "AB":
+            if not (self.root / f"train{domain}").is_dir():
+                raise I2IError(self._missing_message(f"train{domain}"))
+
+    def _missing_message(self, sub: str) -> str:
+        subs = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        # A root one level too high (data/ instead of data/horse2zebra/) is the usual slip.
+        nested = [s for s in subs if (self.root / s / "trainA").is_dir() and (self.root / s / "trainB").is_dir()]
+        if len(nested) == 1:
+            hint = f"; did you mean data.root={self.root / nested[0]}?"
+        elif nested:
+            hint = f"; set data.root to one of {', '.join(str(self.root / s) for s in nested[:3])}"
+            hint += ", ..." if len(nested) > 3 else ""
+        else:
+            hint = ""
+        shown = ", ".join(s + "/" for s in subs[:8]) + (f" and {len(subs) - 8} more" if len(subs) > 8 else "")
+        return (f"{self.root} has no {sub}/ folder (it has: {shown or 'no subfolders'}): unpaired data needs"
+                f" trainA/ and trainB/ folders of images{hint}")
+
+    def _scan(self, split: str, required: bool) -> tuple[list[Path], list[Path]] | None:
+        """The readable image files of both domains of `split`; None (or I2IError when `required`) if absent."""
+        domains = []
+        for domain in "AB":
+            folder = self.root / f"{split}{domain}"
+            if not folder.is_dir():
+                return None
+            listed = list_images(folder)
+            if not listed:
+                if not required:
+                    return None
+                raise I2IError(f"{folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}, also in"
+                               " subfolders): put the domain's images there or fix data.root")
+            readable = [path for path in listed if _opens(path)]
+            if not readable:
+                raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
+                               " (see the warnings above)")
+            domains.append(readable)
+        return domains[0], domains[1]
+
+    def has_split(self, split: str) -> bool:
+        """Whether root/<split>A and root/<split>B both exist and hold images."""
+        if split not in self._files:
+            self._files[split] = self._scan(split, required=False)
+        return self._files[split] is not None
+
+    def load(self, split: str, augment: bool) -> torch.utils.data.Dataset:
+        """Items of `split`: image i of A with image i (or, when augmenting, a random image) of B."""
+        if not self.has_split(split):
+            raise I2IError(f"{self.root} has no {split} split: expected folders {split}A/ and {split}B/ with images")
+        files = self._files[split]
+        assert files is not None
+        return UnpairedItems(files[0], files[1], self.root / f"{split}A", self.root / f"{split}B",
+                             self.load_size, self.crop_size, augment, self.flip)
+
+
+def _opens(path: Path) -> bool:
+    """Whether PIL recognises the file's header (cheap: nothing is decoded); warns naming the file if not."""
+    try:
+        with Image.open(path):
+            return True
+    except Exception as exc:
+        warnings.warn(f"skipping {path}: {_reason(exc, path)}", stacklevel=3)
+        return False
+
+
+class UnpairedItems(torch.utils.data.Dataset):
+    """Dict items {"A", "B", "A_path", "B_path"} over two lists of image files, as the reference's unaligned set."""
+
+    def __init__(self, files_a: list[Path], files_b: list[Path], folder_a: Path, folder_b: Path,
+                 load_size: int, crop_size: int, augment: bool, flip: bool) -> None:
+        self.files = {"A": list(files_a), "B": list(files_b)}
+        self.folders = {"A": folder_a, "B": folder_b}
+        self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
+        # Indices that failed to decode, so each bad file is read and reported once per process.
+        self._bad: dict[str, set[int]] = {"A": set(), "B": set()}
+
+    def __len__(self) -> int:
+        return max(len(self.files["A"]), len(self.files["B"]))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = _check_index(index, len(self))
+        count_b = len(self.files["B"])
+        b_index = int(torch.randint(0, count_b, ())) if self.augment else index % count_b
+        path_a, image_a = self._read("A", index % len(self.files["A"]))
+        path_b, image_b = self._read("B", b_index)
+        return {
+            "A": transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip),
+            "B": transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip),
+            "A_path": str(path_a),
+            "B_path": str(path_b),
+        }
+
+    def _read(self, domain: str, index: int) -> tuple[Path, Image.Image]:
+        """Image `index` of `domain`, or the next one that decodes (the same one whatever was tried before)."""
+        files, bad = self.files[domain], self._bad[domain]
+        for step in range(len(files)):
+            position = (index + step) % len(files)
+            if position in bad:
+                continue
+            try:
+                return files[position], read_image(files[position])
+            except I2IError as err:
+                bad.add(position)
+                warnings.warn(f"{err}; using the next image of {self.folders[domain]} instead", stacklevel=3)
+        raise I2IError(f"no image in {self.folders[domain]} could be decoded ({len(files)} files; see the"
+                       " warnings above)")
+
+
+def _check_index(index: int, length: int) -> int:
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for {length} items")
+    return index
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Synthetic shapes
+
+
+class Synthetic(Dataset):
+    """Built-in toy data, no files: flat-coloured shapes (A) to striped shapes (B) on light backgrounds."""
+
+    name = "synthetic"
+    paired = False
+    options = (
+        Option("count", int, 256, "images per domain in each split", min=1),
+        Option("load_size", int, 72, "images are drawn at load_size x load_size", min=1),
+        Option("crop_size", int, 64, "then cropped to crop_size x crop_size (random crop in training)", min=1),
+        Option("flip", bool, True, "flip training images horizontally at random"),
+        Option("seed", int, 0, "which images are drawn (independent of the run's seed)"),
+    )
+    splits = ("train", "test")
+
+    def __init__(self, count: int = 256, load_size: int = 72, crop_size: int = 64, flip: bool = True,
+                 seed: int = 0) -> None:
+        _check_sizes(load_size, crop_size)
+        self.count, self.load_size, self.crop_size, self.flip, self.seed = count, load_size, crop_size, flip, seed
+
+    def has_split(self, split: str) -> bool:
+        """True for "train" and "test", which hold different images."""
+        return split in self.splits
+
+    def load(self, split: str, augment: bool) -> torch.utils.data.Dataset:
+        """`count` items of `split`, drawn on demand."""
+        if not self.has_split(split):
+            raise I2IError(f"synthetic data has no {split!r} split: it has {', '.join(self.splits)}")
+        return SyntheticItems(self.seed, split, self.count, self.load_size, self.crop_size, augment, self.flip)
+
+
+class SyntheticItems(torch.utils.data.Dataset):
+    """Dict items of synthetic shape images, each drawn from (seed, split, domain, index) alone."""
+
+    def __init__(self, seed: int, split: str, count: int, load_size: int, crop_size: int, augment: bool,
+                 flip: bool) -> None:
+        self.seed, self.split, self.count = seed, split, count
+        self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = _check_index(index, self.count)
+        b_index = int(torch.randint(0, self.count, ())) if self.augment else index
+        image_a = draw_synthetic(self.seed, self.split, "A", index, self.load_size)
+        image_b = draw_synthetic(self.seed, self.split, "B", b_index, self.load_size)
+        return {
+            "A": transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip),
+            "B": transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip),
+            "A_path": f"synthetic/{self.split}A/{index:05d}.png",
+            "B_path": f"synthetic/{self.split}B/{b_index:05d}.png",
+        }
+
+
+def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int) -> Image.Image:
+    """Synthetic image `index` of `domain` ("A" flat shapes, "B" striped shapes) as a size x size RGB image."""
+    # A digest rather than hash(): python's str hashing changes per process (PYTHONHASHSEED).
+    key = hashlib.blake2b(f"i2i-synthetic/{seed}/{split}/{domain}/{index}".encode(), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(key, "little"))
+    background = tuple(rng.randint(210, 250) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(2, 4)):
+        colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0),
+                                                                     rng.uniform(0.45, 0.9)))
+        shape = _random_shape(rng, size)
+        if domain == "A":
+            _draw_shape(draw, shape, colour)
+            continue
+        mask = Image.new("L", (size, size), 0)
+        _draw_shape(ImageDraw.Draw(mask), shape, 255)
+        half = rng.choice((2, 3, 4)) * max(1, size // 64)
+        stripes = _stripe_mask(size, rng.choice(("horizontal", "diagonal", "antidiagonal")), half,
+                               rng.randrange(2 * half))
+        image.paste((0, 0, 0), mask=mask)
+        image.paste(colour, mask=ImageChops.multiply(mask, stripes))
+    return image
+
+
+def _random_shape(rng: random.Random, size: int) -> tuple[str, tuple[float, ...]]:
+    """A circle, rectangle or triangle with random size and position, as (kind, geometry)."""
+    kind = rng.choice(("circle", "rectangle", "triangle"))
+    radius = rng.uniform(0.12, 0.26) * size
+    cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size
+    if kind == "circle":
+        return kind, (cx - radius, cy - radius, cx + radius, cy + radius)
+    if kind == "rectangle":
+        half_w, half_h = radius * rng.uniform(0.6, 1.2), radius * rng.uniform(0.6, 1.2)
+        return kind, (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+    return kind, (cx, cy, radius * 1.2, rng.uniform(0.0, 120.0))
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: tuple[str, tuple[float, ...]], fill: Any) -> None:
+    kind, geometry = shape
+    if kind == "circle":
+        draw.ellipse(geometry, fill=fill)
+    elif kind == "rectangle":
+        draw.rectangle(geometry, fill=fill)
+    else:
+        cx, cy, radius, rotation = geometry
+        draw.regular_polygon((cx, cy, radius), 3, rotation=rotation, fill=fill)
+
+
+@lru_cache(maxsize=256)
+def _stripe_mask(size: int, orientation: str, half: int, phase: int) -> Image.Image:
+    """An L mask of stripes `half` pixels wide: 255 on the coloured stripes, 0 on the black ones."""
+    rows, cols = np.indices((size, size))
+    position = {"horizontal": rows, "diagonal": rows + cols, "antidiagonal": rows - cols + size}[orientation]
+    on = ((position + phase) // half) % 2 == 0
+    return Image.fromarray(np.where(on, 255, 0).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def i2i_datasets() -> list[type[Dataset]]:
+    """The stock datasets: unpaired image folders and synthetic shapes."""
+    return [UnpairedFolders, Synthetic]

@@ -1,0 +1,214 @@
+"""Recipes: TOML files that assemble parts, checked against each part's declared options before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from i2i.errors import I2IError
+from i2i.options import Option, OptionSet, article, unknown_key_message
+from i2i.parts import Method
+from i2i.registry import Registry, default_registry
+
+RUN = OptionSet((
+    Option("name", str, "i2i", "run name; the run folder is runs/<name> unless --out says otherwise"),
+    Option("seed", int, 0, "seed of every random number generator"),
+    Option("device", str, "auto", "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"),
+    Option("precision", str, "fp32", "fp32, or mixed precision bf16 (CPU and GPU) / fp16 (GPU)",
+           choices=("fp32", "bf16", "fp16")),
+))
+LOADER = OptionSet((
+    Option("batch_size", int, 1, "images per domain per step", min=1),
+    Option("workers", int, 4, "data loading processes (0 loads on the training thread)", min=0),
+))
+OPTIM = OptionSet((
+    Option("lr", float, 2e-4, "Adam learning rate", min=0.0),
+    Option("beta1", float, 0.5, "Adam beta1", min=0.0, max=1.0),
+    Option("beta2", float, 0.999, "Adam beta2", min=0.0, max=1.0),
+))
+TRAIN = OptionSet((
+    Option("epochs", int, 100, "epochs at the initial learning rate", min=0),
+    Option("decay_epochs", int, 100, "epochs over which the learning rate decays linearly toward zero", min=0),
+    Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
+    Option("checkpoint_every", int, 1000, "steps between checkpoints (0: only the final one)", min=0),
+    Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
+    Option("samples", int, 4, "held-out images per domain shown in report.html", min=0),
+))
+FIXED_TABLES = {"run": RUN, "optim": OPTIM, "train": TRAIN}
+TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "optim", "train")
+COMPONENTS = ("generator", "discriminator", "buffer")
+WEIGHT = Option("weight", float, 1.0, "weight of this loss term (0 disables it)", min=0.0)
+
+
+@dataclass
+class Recipe:
+    """A resolved recipe: every table present, every default written out, every value checked."""
+
+    tables: dict[str, Any]
+    source: Path | None = None
+
+    def __getitem__(self, table: str) -> dict[str, Any]:
+        return self.tables[table]
+
+    def part(self, table: str) -> tuple[str, dict[str, Any]]:
+        """The part name of a component table and its options (without `name`)."""
+        options = dict(self.tables[table])
+        return options.pop("name"), options
+
+    def dataset(self) -> tuple[str, dict[str, Any]]:
+        """The dataset name and its options (the [data] table without the loader keys)."""
+        name, options = self.part("data")
+        return name, {k: v for k, v in options.items() if k not in LOADER.names()}
+
+    def loss(self, slot: str) -> tuple[str, float, dict[str, Any]]:
+        """Name, weight and options of the loss in [loss.<slot>]."""
+        options = dict(self.tables["loss"][slot])
+        return options.pop("name"), options.pop("weight"), options
+
+    def to_toml(self) -> str:
+        """The recipe as TOML, every default written out."""
+        return tomli_w.dumps(self.tables)
+
+    def save(self, path: Path) -> None:
+        """Write the resolved recipe to `path`."""
+        path.write_text(self.to_toml())
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing file or a syntax error becomes one line naming the file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise I2IError(f"recipe file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise I2IError(f"cannot read recipe {path}: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise I2IError(f"{path}: invalid TOML: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `table.key=value` into its key path and value (TOML syntax; bare words are strings)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise I2IError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=1e-4")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as unet or a path
+    return key.split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `tree` with each `--set KEY=VALUE` applied."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise I2IError(f"--set {text!r}: {'.'.join(path[:depth + 1])} is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry | None = None) -> Recipe:
+    """Read, override and resolve a recipe file."""
+    path = Path(path)
+    tree = apply_overrides(read_toml(path), list(overrides))
+    try:
+        return resolve(tree, registry, source=path)
+    except I2IError as exc:
+        raise I2IError(f"{path}: {exc}") from None
+
+
+def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path | None = None) -> Recipe:
+    """Check a recipe tree against the installed parts and fill in every default."""
+    registry = registry or default_registry()
+    for key, value in tree.items():
+        if key not in TABLES:
+            raise I2IError(unknown_key_message("recipe", key, list(TABLES)).replace("in [recipe]", "at top level"))
+        if not isinstance(value, dict):
+            raise I2IError(f"{key} must be a table [{key}], got a value")
+    tables: dict[str, Any] = {}
+    for name, options in FIXED_TABLES.items():
+        tables[name] = options.resolve(tree.get(name, {}), name)
+
+    method_name, method_options = _named(tree, "method", registry)
+    method_cls: type[Method] = registry.info("method", method_name).cls
+    tables["method"] = {"name": method_name, **registry.resolve_options("method", method_name, method_options,
+                                                                         "method")}
+
+    data_name, data_options = _named(tree, "data", registry)
+    loader = {k: data_options.pop(k) for k in LOADER.names() if k in data_options}
+    tables["data"] = {"name": data_name,
+                      **registry.resolve_options("dataset", data_name, data_options, "data"),
+                      **LOADER.resolve(loader, "data")}
+
+    for table in COMPONENTS:
+        if table in method_cls.parts:
+            part_name, part_options = _named(tree, table, registry)
+            tables[table] = {"name": part_name, **registry.resolve_options(table, part_name, part_options, table)}
+        elif table in tree:
+            raise I2IError(f"[{table}] is not used by method {method_name!r} (it uses "
+                           f"{', '.join(f'[{p}]' for p in method_cls.parts)}); remove the table")
+    tables["loss"] = _resolve_losses(tree.get("loss", {}), method_cls, registry)
+    ordered = {t: tables[t] for t in TABLES if t in tables}
+    return Recipe(ordered, source)
+
+
+def _named(tree: dict[str, Any], table: str, registry: Registry) -> tuple[str, dict[str, Any]]:
+    """The `name` of a component table (required) and its other keys."""
+    kind = "dataset" if table == "data" else table
+    options = dict(tree.get(table, {}))
+    if "name" not in options:
+        names = ", ".join(registry.available(kind)) or "none installed"
+        raise I2IError(f"[{table}] needs a name: add name = \"...\" (available {kind}s: {names})")
+    name = options.pop("name")
+    if not isinstance(name, str):
+        raise I2IError(f"[{table}] name must be a string, got {name!r}")
+    registry.info(kind, name)  # unknown names fail here with the list and the closest match
+    return name, options
+
+
+def _resolve_losses(given: dict[str, Any], method_cls: type[Method], registry: Registry) -> dict[str, Any]:
+    slots = method_cls.losses
+    resolved = {}
+    for slot in given:
+        if slot not in slots:
+            raise I2IError(unknown_key_message("loss", slot, list(slots)).replace(
+                "unknown key", f"method {method_cls.name!r} has no loss slot"))
+        if not isinstance(given[slot], dict):
+            raise I2IError(f"loss.{slot} must be a table [loss.{slot}], got a value")
+    for slot, spec in slots.items():
+        options = dict(given.get(slot, {}))
+        name = options.pop("name", spec.default)
+        where = f"loss.{slot}"
+        if not isinstance(name, str):
+            raise I2IError(f"[{where}] name must be a string, got {name!r}")
+        info = registry.info("loss", name)
+        if not issubclass(info.cls, spec.role):
+            fitting = [n for n in registry.available("loss") if issubclass(registry.info("loss", n).cls, spec.role)]
+            raise I2IError(f"[{where}] name = {name!r} is not {article(spec.role.role)} loss, which this slot needs"
+                           f" (available: {', '.join(fitting)})")
+        weight = WEIGHT.check(options.pop("weight", spec.weight), f"[{where}] weight")
+        known = [o.name for o in info.options]
+        for key in options:
+            if key not in known:
+                raise I2IError(unknown_key_message(where, key, ["name", "weight", *known]))
+        resolved[slot] = {"name": name, "weight": weight,
+                          **registry.resolve_options("loss", name, options, where)}
+    return resolved
+
+
+__all__ = ["Recipe", "load_recipe", "resolve", "read_toml", "apply_overrides", "parse_override"]

@@ -1,0 +1,330 @@
+"""The training loop: seeds, data loading, optimizers and LR schedule, logging, samples, checkpoints, progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset, default_collate
+
+from i2i import report
+from i2i.checkpoint import list_checkpoints, part_metadata, save_checkpoint
+from i2i.errors import I2IError
+from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
+from i2i.recipe import Recipe
+from i2i.registry import Registry, default_registry
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for run.device ("auto" picks CUDA, then MPS, then CPU)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise I2IError(f"[run] device = {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise I2IError(f"[run] device = {name!r} but no CUDA device is available; use \"auto\" or \"cpu\"")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise I2IError(f"[run] device = {name!r} but only {torch.cuda.device_count()} CUDA devices exist")
+    return device
+
+
+def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
+    """The reference's "linear" policy: 1 for `epochs`, then linear decay toward 0 over `decay_epochs`."""
+    return 1.0 - max(0, epoch + 1 - epochs) / float(decay_epochs + 1)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` already holds a run (its recipe or a checkpoint)."""
+    return (run_dir / "recipe.toml").exists() or bool(list_checkpoints(run_dir / "checkpoints"))
+
+
+def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to mix a new run into an existing one unless asked to replace it; writes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise I2IError(f"run folder {run_dir} exists and is not a folder")
+    if holds_run(run_dir) and not overwrite:
+        raise I2IError(f"{run_dir} already holds a run: pass --out DIR (or --set run.name=NEW) for a new run,"
+                       " or --overwrite to replace it")
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Create the run folder, replacing an existing run only when `overwrite` is set."""
+    check_run_dir(run_dir, overwrite)
+    if holds_run(run_dir):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+class PartBuilder:
+    """Builds the parts a method asks for, as the recipe says (the PartFactory a method receives)."""
+
+    def __init__(self, recipe: Recipe, registry: Registry) -> None:
+        self.recipe = recipe
+        self.registry = registry
+        self.built: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id(net) -> kind, name, options
+
+    def _network(self, kind: str, overrides: dict[str, Any]) -> nn.Module:
+        name, options = self.recipe.part(kind)
+        options = self.registry.resolve_options(kind, name, {**options, **overrides}, kind)
+        net = self.registry.info(kind, name).cls(**options)
+        self.built[id(net)] = (kind, name, options)
+        return net
+
+    def generator(self, **overrides: Any) -> Generator:
+        """A new generator from [generator]."""
+        return self._network("generator", overrides)
+
+    def discriminator(self, **overrides: Any) -> Discriminator:
+        """A new discriminator from [discriminator]."""
+        return self._network("discriminator", overrides)
+
+    def loss(self, slot: str) -> tuple[Loss, float]:
+        """The loss in [loss.<slot>] and its weight."""
+        name, weight, options = self.recipe.loss(slot)
+        return self.registry.create("loss", name, **options), weight
+
+    def buffer(self) -> Buffer:
+        """A new buffer from [buffer]."""
+        name, options = self.recipe.part("buffer")
+        return self.registry.create("buffer", name, **options)
+
+
+class Stepper:
+    """Optimizers and precision for one method: what `Method.step` calls to update weights."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], device: torch.device, precision: str):
+        self.optimizers = optimizers
+        self.device = device
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def autocast(self) -> AbstractContextManager:
+        """Mixed precision for forward computations (a no-op in fp32)."""
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def zero_grad(self, group: str) -> None:
+        """Clear the gradients of one optimizer."""
+        self.optimizers[group].zero_grad(set_to_none=True)
+
+    def backward(self, loss: Tensor) -> None:
+        """Backpropagate, scaling the loss when fp16 needs it."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self, group: str) -> None:
+        """Update the weights of one optimizer."""
+        if self.scaler:
+            self.scaler.step(self.optimizers[group])
+        else:
+            self.optimizers[group].step()
+
+    def end_of_step(self) -> None:
+        """Called once per training step after the method's updates."""
+        if self.scaler:
+            self.scaler.update()
+
+
+@dataclass
+class Progress:
+    """What the loop reports to a progress display after each step."""
+
+    step: int
+    total: int
+    epoch: int
+    losses: dict[str, float] | None  # set on logged steps
+
+
+def _first_items(dataset: torch.utils.data.Dataset, count: int) -> dict[str, Any]:
+    return default_collate([dataset[i] for i in range(min(count, len(dataset)))])
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains a method on a recipe into a run folder; everything is built and checked before anything is written."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
+                 overwrite: bool = False) -> None:
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.overwrite = overwrite
+        check_run_dir(self.run_dir, overwrite)
+        self.registry = registry or default_registry()
+        run, train = recipe["run"], recipe["train"]
+        self.device = resolve_device(run["device"])
+        if run["precision"] == "fp16" and self.device.type != "cuda":
+            raise I2IError(f"[run] precision = \"fp16\" needs a CUDA device (this run uses {self.device});"
+                           " use \"bf16\" or \"fp32\"")
+        seed_everything(run["seed"])
+
+        data_name, data_options = recipe.dataset()
+        self.dataset: Dataset = self.registry.create("dataset", data_name, **data_options)
+        self.train_set = self.dataset.load("train", augment=True)
+        if len(self.train_set) == 0:
+            raise I2IError(f"dataset {data_name!r} has no training images")
+        loader = recipe["data"]
+        workers = loader["workers"]
+        self.loader = DataLoader(
+            self.train_set, batch_size=loader["batch_size"], shuffle=True, num_workers=workers,
+            generator=torch.Generator().manual_seed(run["seed"]), pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0, drop_last=False)
+        split = "test" if self.dataset.has_split("test") else "train"
+        self.samples = (_first_items(self.dataset.load(split, augment=False), train["samples"])
+                        if train["samples"] else None)
+
+        method_name, method_options = recipe.part("method")
+        self.method: Method = self.registry.create("method", method_name, **method_options)
+        self.builder = PartBuilder(recipe, self.registry)
+        self.method.build(self.builder)
+        self.networks = self.method.networks()
+        for net in self.networks.values():
+            net.to(self.device)
+        optim = recipe["optim"]
+        self.optimizers = {
+            group: torch.optim.Adam(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]))
+            for group, params in self.method.optimizer_groups().items()}
+        schedule = lambda epoch: lr_factor(epoch, train["epochs"], train["decay_epochs"])  # noqa: E731
+        self.schedulers = {g: torch.optim.lr_scheduler.LambdaLR(o, schedule) for g, o in self.optimizers.items()}
+        self.stepper = Stepper(self.optimizers, self.device, run["precision"])
+
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = (train["epochs"] + train["decay_epochs"]) * self.steps_per_epoch
+        if train["max_steps"]:
+            self.total_steps = min(self.total_steps, train["max_steps"]) if self.total_steps else train["max_steps"]
+        if self.total_steps == 0:
+            raise I2IError("nothing to train: train.epochs + train.decay_epochs is 0 and train.max_steps is 0")
+        self.step = 0
+        self.epoch = 0
+        self.start_time = 0.0
+
+    # -- outputs ---------------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, dict[str, str]]:
+        meta = {}
+        for name, net in self.networks.items():
+            kind, part, options = self.builder.built[id(net)]
+            meta[name] = part_metadata(kind, part, options)
+        return meta
+
+    def save_checkpoint(self) -> Path:
+        """Write the current state as checkpoints/step-NNNNNNNN."""
+        tensors = {}
+        for name, buffer in self.method.buffers().items():
+            tensors.update({f"buffer.{name}.{k}": v for k, v in buffer.state_dict().items()})
+        state = {"step": self.step, "epoch": self.epoch, "recipe": self.recipe.tables,
+                 "lr": {g: o.param_groups[0]["lr"] for g, o in self.optimizers.items()}}
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, self.networks, self._metadata(),
+                               tensors, state)
+
+    def write_samples(self) -> None:
+        """Translate the fixed held-out samples and save them for the report."""
+        if self.samples is None:
+            return
+        for net in self.networks.values():
+            net.eval()
+        try:
+            visuals = self.method.visuals(_to_device(self.samples, self.device))
+        finally:
+            for net in self.networks.values():
+                net.train()
+        report.save_samples({k: v.float().cpu() for k, v in visuals.items()},
+                            self.run_dir / "samples" / f"step-{self.step:08d}.png")
+
+    def _log(self, sums: dict[str, Tensor], count: int, metrics_file) -> dict[str, float]:
+        losses = {name: (value / count).item() for name, value in sums.items()}
+        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise self._non_finite(bad[0], losses[bad[0]])
+        record = {"step": self.step, "epoch": self.epoch,
+                  "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
+                  "elapsed": round(time.perf_counter() - self.start_time, 3), "losses": losses}
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        self.write_samples()
+        report.write_report(self.run_dir)
+        return losses
+
+    def _non_finite(self, name: str, value: float) -> I2IError:
+        kept = list_checkpoints(self.run_dir / "checkpoints")
+        last = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written"
+        return I2IError(f"loss {name} became {value} by step {self.step}; training stopped and {last}"
+                        " (try a lower optim.lr or run.precision = \"fp32\")")
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def run(self, on_progress: Callable[[Progress], None] | None = None) -> Path:
+        """Train to the end; returns the run folder."""
+        train = self.recipe["train"]
+        prepare_run_dir(self.run_dir, self.overwrite)
+        self.recipe.save(self.run_dir / "recipe.toml")
+        self.start_time = time.perf_counter()
+        sums: dict[str, Tensor] = {}
+        count = 0
+        with open(self.run_dir / "metrics.jsonl", "a") as metrics_file:
+            while self.step < self.total_steps:
+                for batch in self.loader:
+                    losses = self.method.step(_to_device(batch, self.device), self.stepper)
+                    self.stepper.end_of_step()
+                    self.step += 1
+                    count += 1
+                    for name, value in losses.items():
+                        sums[name] = sums[name] + value if name in sums else value.float().clone()
+                    logged = None
+                    if self.step % train["log_every"] == 0 or self.step == self.total_steps:
+                        logged = self._log(sums, count, metrics_file)
+                        sums, count = {}, 0
+                    every = train["checkpoint_every"]
+                    if every and self.step % every == 0 and self.step != self.total_steps:
+                        self._check_finite(losses)
+                        self.save_checkpoint()
+                    if on_progress:
+                        on_progress(Progress(self.step, self.total_steps, self.epoch, logged))
+                    if self.step >= self.total_steps:
+                        break
+                else:
+                    self.epoch += 1
+                    for scheduler in self.schedulers.values():
+                        scheduler.step()
+            self.save_checkpoint()
+        report.write_report(self.run_dir)
+        return self.run_dir
+
+    def _check_finite(self, losses: dict[str, Tensor]) -> None:
+        for name, value in losses.items():
+            if not torch.isfinite(value).all():
+                raise self._non_finite(name, float(value))
+
+
+def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False,
+          on_progress: Callable[[Progress], None] | None = None, registry: Registry | None = None) -> Path:
+    """Train `recipe` into `run_dir` (default runs/<run.name>) and return the run folder."""
+    return Trainer(recipe, run_dir or default_run_dir(recipe), registry, overwrite).run(on_progress)
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    """runs/<run.name>, relative to the working directory."""
+    return Path("runs") / recipe["run"]["name"]

@@ -1,0 +1,139 @@
+"""The unpaired cycle-consistent training step of CycleGAN (Zhu et al., ICCV 2017)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from i2i.hookspecs import hookimpl
+from i2i.options import Option
+from i2i.parts import (AdversarialLoss, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
+                       ReconstructionLoss, Stepper)
+
+
+def _set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def _call(net: nn.Module, *batches: Tensor, batched: bool) -> list[Tensor]:
+    """net(b) for each batch; one call on the concatenation when `batched` (exact for per-sample norms)."""
+    if not batched or len(batches) == 1:
+        return [net(b) for b in batches]
+    out = net(torch.cat(batches, 0))
+    return list(out.split([b.shape[0] for b in batches], 0))
+
+
+class CycleMethod(Method):
+    """Unpaired translation with two generators, two discriminators and cycle consistency (CycleGAN)."""
+
+    name = "cycle"
+    options = (
+        Option("batch_calls", bool, True,
+               "run calls that share weights as one batch when the parts allow it (same math, faster)"),
+    )
+    losses = {
+        "adversarial": LossSlot(AdversarialLoss, "lsgan", 1.0, "GAN loss for G_A/D_A and G_B/D_B"),
+        "cycle": LossSlot(ReconstructionLoss, "l1", 10.0, "||G_B(G_A(a)) - a|| and ||G_A(G_B(b)) - b||"),
+        "identity": LossSlot(ReconstructionLoss, "l1", 0.5,
+                             "||G_A(b) - b|| and ||G_B(a) - a||; weight is times the cycle weight"),
+    }
+    parts = ("generator", "discriminator", "buffer")
+
+    def __init__(self, batch_calls: bool = True) -> None:
+        self.batch_calls = batch_calls
+
+    def build(self, parts: PartFactory) -> None:
+        """Two generators (A->B, B->A), a discriminator per domain, a fake pool per domain."""
+        self.G_A: Generator = parts.generator()
+        self.G_B: Generator = parts.generator()
+        self.D_A: Discriminator = parts.discriminator()  # scores domain B, as in the reference
+        self.D_B: Discriminator = parts.discriminator()
+        self.gan, self.w_gan = parts.loss("adversarial")
+        self.cycle, self.w_cycle = parts.loss("cycle")
+        self.identity, w_identity = parts.loss("identity")
+        self.w_identity = w_identity * self.w_cycle  # the reference scales identity by lambda_A/lambda_B
+        self.fake_A_pool: Buffer = parts.buffer()
+        self.fake_B_pool: Buffer = parts.buffer()
+
+    def networks(self) -> dict[str, nn.Module]:
+        """G_A, G_B, D_A, D_B as the reference names them."""
+        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One optimizer for both generators, one for both discriminators."""
+        return {"G": [*self.G_A.parameters(), *self.G_B.parameters()],
+                "D": [*self.D_A.parameters(), *self.D_B.parameters()]}
+
+    def buffers(self) -> dict[str, Buffer]:
+        """The two pools of past fakes."""
+        return {"fake_A_pool": self.fake_A_pool, "fake_B_pool": self.fake_B_pool}
+
+    def generator_for(self, direction: str) -> Generator:
+        """G_A translates A to B, G_B translates B to A."""
+        return {"AtoB": self.G_A, "BtoA": self.G_B}[direction]
+
+    def _batched(self, net: nn.Module) -> bool:
+        return self.batch_calls and getattr(net, "batch_independent", False)
+
+    def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:
+        """G update (adversarial + cycle + identity), then D update on real vs pooled fakes, D loss halved."""
+        real_A, real_B = batch["A"], batch["B"]
+        use_identity = self.w_identity > 0
+        with optim.autocast():
+            # G_A sees real_A (translation) and real_B (identity): one call when norms are per sample
+            if use_identity:
+                fake_B, idt_A = _call(self.G_A, real_A, real_B, batched=self._batched(self.G_A))
+                fake_A, idt_B = _call(self.G_B, real_B, real_A, batched=self._batched(self.G_B))
+            else:
+                fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
+            rec_A = self.G_B(fake_B)
+            rec_B = self.G_A(fake_A)
+
+            _set_requires_grad([self.D_A, self.D_B], False)
+            losses = {
+                "G_A": self.gan(self.D_A(fake_B), True) * self.w_gan,
+                "G_B": self.gan(self.D_B(fake_A), True) * self.w_gan,
+                "cycle_A": self.cycle(rec_A, real_A) * self.w_cycle,
+                "cycle_B": self.cycle(rec_B, real_B) * self.w_cycle,
+            }
+            if use_identity:
+                losses["idt_A"] = self.identity(idt_A, real_B) * self.w_identity
+                losses["idt_B"] = self.identity(idt_B, real_A) * self.w_identity
+            loss_G = sum(losses.values())
+        optim.zero_grad("G")
+        optim.backward(loss_G)
+        optim.step("G")
+
+        _set_requires_grad([self.D_A, self.D_B], True)
+        with optim.autocast():
+            # pools are queried in the reference's order (B's fakes first) so the draws match it
+            pooled_B = self.fake_B_pool.query(fake_B.detach())
+            pooled_A = self.fake_A_pool.query(fake_A.detach())
+            losses["D_A"] = self._discriminator_loss(self.D_A, real_B, pooled_B)
+            losses["D_B"] = self._discriminator_loss(self.D_B, real_A, pooled_A)
+        optim.zero_grad("D")
+        optim.backward(losses["D_A"] + losses["D_B"])
+        optim.step("D")
+        return {name: value.detach() for name, value in losses.items()}
+
+    def _discriminator_loss(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
+        pred_real, pred_fake = _call(net, real, fake, batched=self._batched(net))
+        return (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
+
+    @torch.no_grad()
+    def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """real, translated and reconstructed images in both directions."""
+        real_A, real_B = batch["A"], batch["B"]
+        fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
+        return {"real_A": real_A, "fake_B": fake_B, "rec_A": self.G_B(fake_B),
+                "real_B": real_B, "fake_A": fake_A, "rec_B": self.G_A(fake_A)}
+
+
+@hookimpl
+def i2i_methods() -> list[type]:
+    """The stock method."""
+    return [CycleMethod]

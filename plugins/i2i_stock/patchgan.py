@@ -1,0 +1,56 @@
+"""The PatchGAN discriminator of pix2pix and CycleGAN: a conv net scoring overlapping image patches."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from i2i.hookspecs import hookimpl
+from i2i.options import Option
+from i2i.parts import Discriminator
+from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
+
+# Channel growth stops at 8x the first layer's width, as in the paper.
+_MAX_MULT = 8
+
+
+class PatchGANDiscriminator(Discriminator):
+    """N-layer PatchGAN: one real/fake score per patch (70x70 patches with the default 3 layers)."""
+
+    name = "patchgan"
+    options = (
+        Option("layers", int, 3, "strided conv layers; 3 gives 70x70 patches, more gives larger ones", min=1),
+        Option("channels", int, 64, "filters of the first conv layer; doubled per layer up to 8x", min=1),
+        NORM_OPTION,
+        Option("in_channels", int, 3, "channels of the scored images (6 when input and output are stacked)",
+               min=1),
+        *INIT_OPTIONS,
+    )
+
+    def __init__(self, *, layers: int = 3, channels: int = 64, norm: str = "instance", in_channels: int = 3,
+                 init: str = "normal", init_gain: float = 0.02) -> None:
+        super().__init__()
+        self.batch_independent = norm != "batch"
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        # The paper puts no norm on the first layer (C64 in pix2pix).
+        seq: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        width = channels
+        for n in range(1, layers + 1):
+            out = channels * min(2 ** n, _MAX_MULT)
+            # The last of these keeps the resolution (stride 1) and only widens the receptive field.
+            stride = 2 if n < layers else 1
+            seq += [nn.Conv2d(width, out, 4, stride=stride, padding=1, bias=bias), make_norm(out),
+                    nn.LeakyReLU(0.2, True)]
+            width = out
+        seq.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*seq)
+        init_weights(self, init, init_gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Raw scores (N, 1, H', W'), one per patch."""
+        return self.model(x)
+
+
+@hookimpl
+def i2i_discriminators() -> list[type[Discriminator]]:
+    """The stock PatchGAN discriminator."""
+    return [PatchGANDiscriminator]

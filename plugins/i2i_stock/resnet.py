@@ -1,0 +1,79 @@
+"""The CycleGAN paper's ResNet generator: two strided downsamplings, residual blocks, two upsamplings."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from i2i.hookspecs import hookimpl
+from i2i.options import Option
+from i2i.parts import Generator
+from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
+
+_DOWNSAMPLINGS = 2
+
+
+class ResnetBlock(nn.Module):
+    """A residual block: x + (pad, conv3x3, norm, relu, [dropout], pad, conv3x3, norm)(x)."""
+
+    def __init__(self, dim: int, norm: str, dropout: bool) -> None:
+        super().__init__()
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim),
+                                   nn.ReLU(True)]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), make_norm(dim)]
+        # The attribute name is part of the state-dict keys shared with the reference checkpoints.
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The input plus the block's residual."""
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(Generator):
+    """ResNet generator of the CycleGAN paper (9 residual blocks between 2 down- and 2 upsamplings)."""
+
+    name = "resnet"
+    options = (
+        Option("blocks", int, 9, "number of residual blocks (9 for 256 px, 6 for 128 px in the paper)", min=0),
+        Option("channels", int, 64, "filters of the first conv layer; doubled at each downsampling", min=1),
+        NORM_OPTION,
+        Option("dropout", bool, False, "dropout (p = 0.5) inside the residual blocks"),
+        Option("in_channels", int, 3, "channels of the input images", min=1),
+        Option("out_channels", int, 3, "channels of the output images", min=1),
+        *INIT_OPTIONS,
+    )
+    size_multiple = 2 ** _DOWNSAMPLINGS
+
+    def __init__(self, *, blocks: int = 9, channels: int = 64, norm: str = "instance", dropout: bool = False,
+                 in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
+        super().__init__()
+        self.batch_independent = norm != "batch"
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, channels, 7, bias=bias),
+                                   make_norm(channels), nn.ReLU(True)]
+        width = channels
+        for _ in range(_DOWNSAMPLINGS):
+            layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=bias), make_norm(width * 2),
+                       nn.ReLU(True)]
+            width *= 2
+        layers += [ResnetBlock(width, norm, dropout) for _ in range(blocks)]
+        for _ in range(_DOWNSAMPLINGS):
+            layers += [nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                       make_norm(width // 2), nn.ReLU(True)]
+            width //= 2
+        # The last conv always has a bias: no norm follows it.
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        init_weights(self, init, init_gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Translate a batch of images in [-1, 1] to images of the same size in [-1, 1]."""
+        return self.model(x)
+
+
+@hookimpl
+def i2i_generators() -> list[type[Generator]]:
+    """The stock ResNet generator."""
+    return [ResnetGenerator]

@@ -1,0 +1,70 @@
+"""Shared fixtures: running the CLI in-process or as a subprocess, tiny recipe settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tiny widths and sizes keep a training step in milliseconds on a CI CPU.
+TINY = [
+    "--set", "data.count=8", "--set", "data.load_size=36", "--set", "data.crop_size=32",
+    "--set", "data.workers=0", "--set", "generator.channels=4", "--set", "generator.blocks=1",
+    "--set", "discriminator.channels=4", "--set", "train.max_steps=4", "--set", "train.log_every=2",
+    "--set", "train.checkpoint_every=2", "--set", "train.samples=2",
+]
+
+
+@dataclass
+class Result:
+    """What a CLI call returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `i2i ARGS...` in this process (as the console script does) and capture what it prints."""
+    from i2i.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_module(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> Result:
+    """Run `python -m i2i ARGS...` in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "i2i", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def error_line(result: Result) -> str:
+    """The single error line a failed command printed (asserting there is exactly one and no traceback)."""
+    assert result.code != 0, f"expected failure, got success: {result.out}{result.err}"
+    assert "Traceback" not in result.err, result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.err
+    return errors[0]
