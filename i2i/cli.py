@@ -40,6 +40,8 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: b
     from i2i.train import Progress as TrainProgress, Trainer, default_run_dir
 
     resolved = load_recipe(recipe, overrides)
+    for note in resolved.notes:
+        stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     run_dir = out or default_run_dir(resolved)
     trainer = Trainer(resolved, run_dir, overwrite=overwrite)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -51,6 +51,8 @@ class Recipe:
 
     tables: dict[str, Any]
     source: Path | None = None
+    #: what resolving changed that the user should hear about (e.g. keys dropped when --set swapped a part)
+    notes: tuple[str, ...] = ()
 
     def __getitem__(self, table: str) -> dict[str, Any]:
         return self.tables[table]
@@ -125,11 +127,53 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry | None = None) -> Recipe:
     """Read, override and resolve a recipe file."""
     path = Path(path)
-    tree = apply_overrides(read_toml(path), list(overrides))
+    registry = registry or default_registry()
+    original = read_toml(path)
+    tree = apply_overrides(original, list(overrides))
     try:
-        return resolve(tree, registry, source=path)
+        notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
+        recipe = resolve(tree, registry, source=path)
     except I2IError as exc:
         raise I2IError(f"{path}: {exc}") from None
+    recipe.notes = tuple(notes)
+    return recipe
+
+
+def _table_kind(path: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """The part kind a table path holds and the keys it always accepts besides the part's options."""
+    if path == ("data",):
+        return "dataset", ("name", *LOADER.names())
+    if len(path) == 2 and path[0] == "loss":
+        return "loss", ("name", "weight")
+    if path in (("method",), *((c,) for c in COMPONENTS)):
+        return path[0], ("name",)
+    return None
+
+
+def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], overrides: list[str],
+                                registry: Registry) -> list[str]:
+    """When --set changes a part's name, drop the file's keys the new part does not take (for ablations)."""
+    parsed = [tuple(parse_override(text)[0]) for text in overrides]
+    notes = []
+    for key in parsed:
+        if key[-1] != "name" or (table := _table_kind(key[:-1])) is None:
+            continue
+        kind, always = table
+        node, file_node = tree, original
+        for part in key[:-1]:
+            node, file_node = node.get(part, {}), file_node.get(part, {}) if isinstance(file_node, dict) else {}
+        name = node.get("name")
+        if not isinstance(name, str) or not isinstance(file_node, dict) or file_node.get("name") == name:
+            continue
+        takes = {o.name for o in registry.info(kind, name).options} | set(always)
+        set_here = {k[len(key) - 1] for k in parsed if k[:len(key) - 1] == key[:-1] and len(k) == len(key)}
+        dropped = [k for k in file_node if k not in takes and k not in set_here]
+        for k in dropped:
+            del node[k]
+        if dropped:
+            notes.append(f"[{'.'.join(key[:-1])}] name = {name!r} (from --set) does not take "
+                         f"{', '.join(dropped)} from the recipe file: dropped")
+    return notes
 
 
 def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path | None = None) -> Recipe:

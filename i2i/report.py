@@ -147,7 +147,10 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ncols = min(3, max(1, len(series)))
     nrows = max(1, math.ceil(len(series) / ncols))
     # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, no leaked figures.
-    fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows), dpi=100)
+    # Fixed margins rather than a layout engine: constrained layout doubled the time of each report update.
+    fig.subplots_adjust(left=0.5 / (4.2 * ncols), right=1 - 0.15 / (4.2 * ncols), bottom=0.5 / (2.8 * nrows),
+                        top=1 - 0.3 / (2.8 * nrows), wspace=0.25, hspace=0.55)
     FigureCanvasAgg(fig)
     if not series:
         ax = fig.add_subplot()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -23,6 +22,9 @@ from i2i.errors import I2IError
 from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
 from i2i.registry import Registry, default_registry
+
+
+REPORT_INTERVAL_S = 30.0
 
 
 def seed_everything(seed: int) -> None:
@@ -222,6 +224,8 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.start_time = 0.0
+        self._first_bad: dict[str, tuple[Tensor, Tensor]] = {}
+        self._last_report = -float("inf")
 
     # -- outputs ---------------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, dict[str, str]]:
@@ -255,25 +259,42 @@ class Trainer:
         report.save_samples({k: v.float().cpu() for k, v in visuals.items()},
                             self.run_dir / "samples" / f"step-{self.step:08d}.png")
 
-    def _log(self, sums: dict[str, Tensor], count: int, metrics_file) -> dict[str, float]:
-        losses = {name: (value / count).item() for name, value in sums.items()}
-        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+    def _watch(self, losses: dict[str, Tensor]) -> None:
+        """Remember, on the device and without a sync, the first step at which each loss was non-finite."""
+        for name, value in losses.items():
+            first, seen = self._first_bad.get(name, (None, None))
+            new = ~torch.isfinite(value)
+            if first is None:
+                self._first_bad[name] = (torch.where(new, self.step, -1), value.float().clone())
+            else:
+                new = new & (first < 0)
+                self._first_bad[name] = (torch.where(new, self.step, first), torch.where(new, value.float(), seen))
+
+    def _check_finite(self) -> None:
+        """Stop with the loss and step that first went non-finite (one sync, at log and checkpoint time)."""
+        found = [(int(first), name, float(value)) for name, (first, value) in self._first_bad.items()]
+        bad = sorted(item for item in found if item[0] >= 0)
         if bad:
-            raise self._non_finite(bad[0], losses[bad[0]])
+            step, name, value = bad[0]
+            kept = list_checkpoints(self.run_dir / "checkpoints")
+            last = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written"
+            raise I2IError(f"loss {name} became {value} at step {step}; training stopped and {last}"
+                           " (try a lower optim.lr, or run.precision = \"fp32\")")
+
+    def _log(self, sums: dict[str, Tensor], count: int, metrics_file) -> dict[str, float]:
+        self._check_finite()
+        losses = {name: (value / count).item() for name, value in sums.items()}
         record = {"step": self.step, "epoch": self.epoch,
                   "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
                   "elapsed": round(time.perf_counter() - self.start_time, 3), "losses": losses}
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         self.write_samples()
-        report.write_report(self.run_dir)
+        # the page and its plot take about a second: refreshed at most every REPORT_INTERVAL_S, and at the end
+        if time.perf_counter() - self._last_report >= REPORT_INTERVAL_S:
+            report.write_report(self.run_dir)
+            self._last_report = time.perf_counter()
         return losses
-
-    def _non_finite(self, name: str, value: float) -> I2IError:
-        kept = list_checkpoints(self.run_dir / "checkpoints")
-        last = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written"
-        return I2IError(f"loss {name} became {value} by step {self.step}; training stopped and {last}"
-                        " (try a lower optim.lr or run.precision = \"fp32\")")
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Path:
@@ -291,6 +312,7 @@ class Trainer:
                     self.stepper.end_of_step()
                     self.step += 1
                     count += 1
+                    self._watch(losses)
                     for name, value in losses.items():
                         sums[name] = sums[name] + value if name in sums else value.float().clone()
                     logged = None
@@ -299,7 +321,7 @@ class Trainer:
                         sums, count = {}, 0
                     every = train["checkpoint_every"]
                     if every and self.step % every == 0 and self.step != self.total_steps:
-                        self._check_finite(losses)
+                        self._check_finite()
                         self.save_checkpoint()
                     if on_progress:
                         on_progress(Progress(self.step, self.total_steps, self.epoch, logged))
@@ -309,14 +331,10 @@ class Trainer:
                     self.epoch += 1
                     for scheduler in self.schedulers.values():
                         scheduler.step()
+            self._check_finite()
             self.save_checkpoint()
         report.write_report(self.run_dir)
         return self.run_dir
-
-    def _check_finite(self, losses: dict[str, Tensor]) -> None:
-        for name, value in losses.items():
-            if not torch.isfinite(value).all():
-                raise self._non_finite(name, float(value))
 
 
 def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False,

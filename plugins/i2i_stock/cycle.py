@@ -110,7 +110,7 @@ class CycleMethod(Method):
 
         _set_requires_grad([self.D_A, self.D_B], True)
         with optim.autocast():
-            # pools are queried in the reference's order (B's fakes first) so the draws match it
+            # pools are queried in the reference's order (B's fakes first), so a pool fills as it does there
             pooled_B = self.fake_B_pool.query(fake_B.detach())
             pooled_A = self.fake_A_pool.query(fake_A.detach())
             losses["D_A"] = self._discriminator_loss(self.D_A, real_B, pooled_B)

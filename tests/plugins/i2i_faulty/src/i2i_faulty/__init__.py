@@ -1,0 +1,1 @@
+"""Parts that fail on purpose, for testing how i2i reacts."""
