@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,14 @@ from i2i.registry import Registry, default_registry
 
 
 REPORT_INTERVAL_S = 30.0
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
 
 
 def seed_everything(seed: int) -> None:
@@ -191,7 +201,10 @@ class Trainer:
         if len(self.train_set) == 0:
             raise I2IError(f"dataset {data_name!r} has no training images")
         loader = recipe["data"]
-        workers = loader["workers"]
+        workers = min(loader["workers"], usable_cpus())
+        if workers < loader["workers"]:
+            warnings.warn(f"data.workers = {loader['workers']} but this machine lets us use {workers} CPUs;"
+                          f" loading with {workers} workers")
         self.loader = DataLoader(
             self.train_set, batch_size=loader["batch_size"], shuffle=True, num_workers=workers,
             generator=torch.Generator().manual_seed(run["seed"]), pin_memory=self.device.type == "cuda",
