@@ -6,16 +6,21 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from i2i.errors import I2IError
 from i2i.options import toml_value
 from i2i.parts import KINDS
+
+if TYPE_CHECKING:
+    from i2i.train import Progress as TrainProgress
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -37,30 +42,46 @@ def cli(debug: bool) -> None:
 def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool) -> None:
     """Train the parts a RECIPE (.toml) assembles."""
     from i2i.recipe import load_recipe
-    from i2i.train import Progress as TrainProgress, Trainer, default_run_dir
+    from i2i.train import Trainer, default_run_dir
 
     resolved = load_recipe(recipe, overrides)
     for note in resolved.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     run_dir = out or default_run_dir(resolved)
     trainer = Trainer(resolved, run_dir, overwrite=overwrite)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {trainer.device}"
                  f" into {run_dir}", highlight=False, markup=False)
-    with Progress(*columns, console=stderr) as progress:
-        task = progress.add_task("train", total=None, rate="")
-
-        def show(p: TrainProgress) -> None:
-            speed = progress.tasks[0].speed
-            progress.update(task, completed=p.step, total=p.total, description=f"epoch {p.epoch}",
-                            rate=f"{speed:.2f} it/s" if speed else "")
-            if p.losses:  # a line per logged step above the bar, so the history stays on screen
-                losses = "  ".join(f"{k} {v:.3f}" for k, v in p.losses.items())
-                progress.console.print(f"step {p.step}/{p.total}  {losses}", highlight=False, markup=False)
-
-        trainer.run(on_progress=show)
+    with TrainingDisplay(stderr) as display:
+        trainer.run(on_progress=display.update)
     stdout.print(f"done: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
+class TrainingDisplay(Progress):
+    """A progress bar with it/s and ETA, and under it the losses of the last logged step."""
+
+    def __init__(self, console: Console) -> None:
+        self.losses = Text()
+        super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                         TimeRemainingColumn(), console=console)
+        self.task = self.add_task("train", total=None, rate="")
+
+    def get_renderables(self):
+        """The bar, then the current losses."""
+        yield self.make_tasks_table(self.tasks)
+        if self.losses:
+            yield self.losses
+
+    def update(self, progress: "TrainProgress") -> None:  # type: ignore[override]
+        """Show one finished training step."""
+        speed = self.tasks[0].speed
+        super().update(self.task, completed=progress.step, total=progress.total,
+                       description=f"epoch {progress.epoch}", rate=f"{speed:.2f} it/s" if speed else "")
+        if progress.losses:
+            self.losses = Text("  ".join(f"{k} {v:.3f}" for k, v in progress.losses.items()), style="dim")
+            # also a line above the display, so the history stays on screen and in logs
+            self.console.print(f"step {progress.step}/{progress.total}  {self.losses.plain}", highlight=False,
+                               markup=False)
 
 
 @cli.command(name="list")
