@@ -42,6 +42,15 @@ class Generator(Part, nn.Module):
     #: True when each output depends on its own input only (instance norm or none), so calls may be batched
     batch_independent: bool = True
 
+    @classmethod
+    def options_from_state_dict(cls, state: dict[str, Tensor]) -> dict[str, Any] | None:
+        """Options that rebuild this generator for a state dict with its key layout, or None if not its layout.
+
+        `i2i convert` asks every installed generator, so a part that keeps the reference code's layout can
+        import the reference's published weights.
+        """
+        return None
+
 
 class Discriminator(Part, nn.Module):
     """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch."""

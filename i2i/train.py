@@ -248,12 +248,24 @@ class Trainer:
             meta[name] = part_metadata(kind, part, options)
         return meta
 
+    def generator_files(self) -> dict[str, str]:
+        """Which network file translates in each direction, e.g. {"AtoB": "G_A", "BtoA": "G_B"}."""
+        names = {id(net): name for name, net in self.networks.items()}
+        found = {}
+        for direction in ("AtoB", "BtoA"):
+            try:
+                found[direction] = names[id(self.method.generator_for(direction))]
+            except (KeyError, NotImplementedError):  # a one-sided method translates one way only
+                continue
+        return found
+
     def save_checkpoint(self) -> Path:
         """Write the current state as checkpoints/step-NNNNNNNN."""
         tensors = {}
         for name, buffer in self.method.buffers().items():
             tensors.update({f"buffer.{name}.{k}": v for k, v in buffer.state_dict().items()})
         state = {"step": self.step, "epoch": self.epoch, "recipe": self.recipe.tables,
+                 "generators": self.generator_files(),
                  "lr": {g: o.param_groups[0]["lr"] for g, o in self.optimizers.items()}}
         return save_checkpoint(self.run_dir / "checkpoints", self.step, self.networks, self._metadata(),
                                tensors, state)
