@@ -36,6 +36,8 @@ TRAIN = OptionSet((
     Option("decay_epochs", int, 100, "epochs over which the learning rate decays linearly toward zero", min=0),
     Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
     Option("checkpoint_every", int, 1000, "steps between checkpoints (0: only the final one)", min=0),
+    Option("keep_checkpoints", int, 3, "periodic checkpoints kept, newest first (0: all); the final one stays",
+           min=0),
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
     Option("samples", int, 4, "held-out images per domain shown in report.html", min=0),
 ))

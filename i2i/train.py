@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +22,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset, default_collate
 
 from i2i import report
-from i2i.checkpoint import list_checkpoints, part_metadata, save_checkpoint
-from i2i.errors import I2IError
+from i2i.checkpoint import (first_mismatch, flatten_optimizer, list_checkpoints, part_metadata, prune_checkpoints,
+                            read_state, read_tensors, rng_state, save_checkpoint, set_rng_state,
+                            unflatten_optimizer)
+from i2i.errors import I2IError, Interrupted
+from i2i.loader import EpochSampler, SeededItems
 from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
 from i2i.registry import Registry, default_registry
@@ -65,6 +71,8 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
     """The reference's "linear" policy: 1 for `epochs`, then linear decay toward 0 over `decay_epochs`."""
+    if decay_epochs == 0:
+        return 1.0  # no decay phase (e.g. a run bounded by max_steps alone)
     return 1.0 - max(0, epoch + 1 - epochs) / float(decay_epochs + 1)
 
 
@@ -182,11 +190,14 @@ class Trainer:
     """Trains a method on a recipe into a run folder; everything is built and checked before anything is written."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False) -> None:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.overwrite = overwrite
-        check_run_dir(self.run_dir, overwrite)
+        self.resume = resume
+        if overwrite and resume:
+            raise I2IError("--resume continues the run in the folder and --overwrite replaces it: pass only one")
+        check_run_dir(self.run_dir, overwrite or resume)
         self.registry = registry or default_registry()
         run, train = recipe["run"], recipe["train"]
         self.device = resolve_device(run["device"])
@@ -205,10 +216,12 @@ class Trainer:
         if workers < loader["workers"]:
             warnings.warn(f"data.workers = {loader['workers']} but this machine lets us use {workers} CPUs;"
                           f" loading with {workers} workers")
+        self.sampler = EpochSampler(len(self.train_set), run["seed"])
+        # The loader gets a generator of its own so it never draws from the global RNG the parts use.
         self.loader = DataLoader(
-            self.train_set, batch_size=loader["batch_size"], shuffle=True, num_workers=workers,
-            generator=torch.Generator().manual_seed(run["seed"]), pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0, drop_last=False)
+            SeededItems(self.train_set), batch_size=loader["batch_size"], sampler=self.sampler,
+            num_workers=workers, generator=torch.Generator().manual_seed(run["seed"]),
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
         split = "test" if self.dataset.has_split("test") else "train"
         self.samples = (_first_items(self.dataset.load(split, augment=False), train["samples"])
                         if train["samples"] else None)
@@ -228,7 +241,7 @@ class Trainer:
         self.schedulers = {g: torch.optim.lr_scheduler.LambdaLR(o, schedule) for g, o in self.optimizers.items()}
         self.stepper = Stepper(self.optimizers, self.device, run["precision"])
 
-        self.steps_per_epoch = len(self.loader)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / loader["batch_size"])
         self.total_steps = (train["epochs"] + train["decay_epochs"]) * self.steps_per_epoch
         if train["max_steps"]:
             self.total_steps = min(self.total_steps, train["max_steps"]) if self.total_steps else train["max_steps"]
@@ -239,6 +252,9 @@ class Trainer:
         self.start_time = 0.0
         self._first_bad: dict[str, tuple[Tensor, Tensor]] = {}
         self._last_report = -float("inf")
+        self._sums: dict[str, Tensor] = {}
+        self._count = 0
+        self._stop_requested = False
 
     # -- outputs ---------------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, dict[str, str]]:
@@ -260,15 +276,92 @@ class Trainer:
         return found
 
     def save_checkpoint(self) -> Path:
-        """Write the current state as checkpoints/step-NNNNNNNN."""
-        tensors = {}
+        """Write the whole training state as checkpoints/step-NNNNNNNN, then prune old periodic ones."""
+        tensors, rngs = rng_state()
+        optim = {}
+        for group, optimizer in self.optimizers.items():
+            flat, optim[group] = flatten_optimizer(f"optim.{group}", optimizer.state_dict())
+            tensors.update(flat)
         for name, buffer in self.method.buffers().items():
             tensors.update({f"buffer.{name}.{k}": v for k, v in buffer.state_dict().items()})
+        tensors.update({f"log.{name}": value for name, value in self._sums.items()})
         state = {"step": self.step, "epoch": self.epoch, "recipe": self.recipe.tables,
-                 "generators": self.generator_files(),
-                 "lr": {g: o.param_groups[0]["lr"] for g, o in self.optimizers.items()}}
-        return save_checkpoint(self.run_dir / "checkpoints", self.step, self.networks, self._metadata(),
-                               tensors, state)
+                 "generators": self.generator_files(), "optimizers": optim, "rng": rngs,
+                 "schedulers": {g: s.state_dict() for g, s in self.schedulers.items()},
+                 "scaler": self.stepper.scaler.state_dict() if self.stepper.scaler else None,
+                 "log_count": self._count, "elapsed": time.perf_counter() - self.start_time}
+        folder = save_checkpoint(self.run_dir / "checkpoints", self.step, self.networks, self._metadata(),
+                                 tensors, state)
+        prune_checkpoints(self.run_dir / "checkpoints", self.recipe["train"]["keep_checkpoints"],
+                          protect={self.step, self.total_steps})
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore the whole training state from a checkpoint folder (all read and checked before any is set)."""
+        weights = {name: read_tensors(folder / f"{name}.safetensors") for name in self.networks}
+        for name, net in self.networks.items():
+            mismatch = first_mismatch(net.state_dict(), weights[name])
+            if mismatch:
+                raise ModelMismatch(f"{name}: {mismatch}", folder, self._recipe_differences(folder))
+        tensors, state = read_state(folder)
+        try:
+            optimizers = {g: unflatten_optimizer(f"optim.{g}", tensors, state["optimizers"][g])
+                          for g in self.optimizers}
+            buffers = {name: {k[len(f"buffer.{name}."):]: v for k, v in tensors.items()
+                              if k.startswith(f"buffer.{name}.")} for name in self.method.buffers()}
+            for name, net in self.networks.items():
+                net.load_state_dict(weights[name])
+            for group, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(optimizers[group])
+            for group, scheduler in self.schedulers.items():
+                scheduler.load_state_dict(state["schedulers"][group])
+            for name, buffer in self.method.buffers().items():
+                buffer.load_state_dict({k: v.to(self.device) for k, v in buffers[name].items()})
+            if self.stepper.scaler and state.get("scaler"):
+                self.stepper.scaler.load_state_dict(state["scaler"])
+            set_rng_state(tensors, state["rng"])
+            self.step, self.epoch = state["step"], state["epoch"]
+            self._sums = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("log.")}
+            self._count = state["log_count"]
+            self.start_time = time.perf_counter() - state["elapsed"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise I2IError(f"{folder} is incomplete or from another version: {type(exc).__name__}: {exc}") from None
+
+    def _recipe_differences(self, folder: Path) -> list[str]:
+        """The model-defining recipe keys that differ between this run and the checkpoint's."""
+        try:
+            saved = json.loads((folder / "training.json").read_text())["recipe"]
+        except (OSError, ValueError, KeyError):
+            return []
+        out = []
+        for table in ("method", "generator", "discriminator"):
+            mine, theirs = self.recipe.tables.get(table, {}), saved.get(table, {})
+            for key in sorted(set(mine) | set(theirs)):
+                if mine.get(key) != theirs.get(key):
+                    out.append(f"[{table}] {key} = {mine.get(key)!r} here, {theirs.get(key)!r} in the checkpoint")
+        return out
+
+    def restore_newest(self) -> Path | None:
+        """Load the newest checkpoint that loads; a broken newer one is named in a warning and skipped."""
+        found = list_checkpoints(self.run_dir / "checkpoints")
+        if not found:
+            warnings.warn(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}; starting from"
+                          " step 0")
+            return None
+        mismatches = []
+        for folder in reversed(found):
+            try:
+                self.load_checkpoint(folder)
+                return folder
+            except ModelMismatch as exc:
+                mismatches.append(exc)
+                warnings.warn(f"cannot resume from {folder.name}: {exc}")
+            except I2IError as exc:
+                warnings.warn(f"cannot resume from {folder.name}: {exc}; trying the previous checkpoint")
+        if mismatches:
+            raise mismatches[0]
+        raise I2IError(f"--resume: none of the {len(found)} checkpoints in {self.run_dir / 'checkpoints'} could be"
+                       " loaded (see the warnings above)")
 
     def write_samples(self) -> None:
         """Translate the fixed held-out samples and save them for the report."""
@@ -306,9 +399,10 @@ class Trainer:
             raise I2IError(f"loss {name} became {value} at step {step}; training stopped and {last}"
                            " (try a lower optim.lr, or run.precision = \"fp32\")")
 
-    def _log(self, sums: dict[str, Tensor], count: int, metrics_file) -> dict[str, float]:
+    def _log(self, metrics_file) -> dict[str, float]:
         self._check_finite()
-        losses = {name: (value / count).item() for name, value in sums.items()}
+        losses = {name: (value / self._count).item() for name, value in self._sums.items()}
+        self._sums, self._count = {}, 0
         record = {"step": self.step, "epoch": self.epoch,
                   "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
                   "elapsed": round(time.perf_counter() - self.start_time, 3), "losses": losses}
@@ -323,49 +417,91 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Path:
-        """Train to the end; returns the run folder."""
-        train = self.recipe["train"]
-        prepare_run_dir(self.run_dir, self.overwrite)
+        """Train to the end (or continue from the newest checkpoint with resume); returns the run folder."""
+        if self.resume and self.restore_newest() is not None:
+            self._forget_after(self.step)
+        else:
+            prepare_run_dir(self.run_dir, self.overwrite or self.resume)
+            self.start_time = time.perf_counter()
         self.recipe.save(self.run_dir / "recipe.toml")
-        self.start_time = time.perf_counter()
-        sums: dict[str, Tensor] = {}
-        count = 0
-        with open(self.run_dir / "metrics.jsonl", "a") as metrics_file:
-            while self.step < self.total_steps:
-                for batch in self.loader:
-                    losses = self.method.step(_to_device(batch, self.device), self.stepper)
-                    self.stepper.end_of_step()
-                    self.step += 1
-                    count += 1
-                    self._watch(losses)
-                    for name, value in losses.items():
-                        sums[name] = sums[name] + value if name in sums else value.float().clone()
-                    logged = None
-                    if self.step % train["log_every"] == 0 or self.step == self.total_steps:
-                        logged = self._log(sums, count, metrics_file)
-                        sums, count = {}, 0
-                    every = train["checkpoint_every"]
-                    if every and self.step % every == 0 and self.step != self.total_steps:
-                        self._check_finite()
-                        self.save_checkpoint()
-                    if on_progress:
-                        on_progress(Progress(self.step, self.total_steps, self.epoch, logged))
-                    if self.step >= self.total_steps:
-                        break
-                else:
-                    self.epoch += 1
-                    for scheduler in self.schedulers.values():
-                        scheduler.step()
-            self._check_finite()
-            self.save_checkpoint()
+        with open(self.run_dir / "metrics.jsonl", "a") as metrics_file, self._stop_on_ctrl_c():
+            self._loop(metrics_file, on_progress)
         report.write_report(self.run_dir)
         return self.run_dir
 
+    def _loop(self, metrics_file, on_progress: Callable[[Progress], None] | None) -> None:
+        train = self.recipe["train"]
+        batch_size = self.recipe["data"]["batch_size"]
+        while self.step < self.total_steps:
+            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
+            self.sampler.set_epoch(self.epoch, start=done_in_epoch * batch_size)
+            for batch in self.loader:
+                losses = self.method.step(_to_device(batch, self.device), self.stepper)
+                self.stepper.end_of_step()
+                self.step += 1
+                self._count += 1
+                self._watch(losses)
+                for name, value in losses.items():
+                    self._sums[name] = self._sums[name] + value if name in self._sums else value.float().clone()
+                logged = None
+                if self.step % train["log_every"] == 0 or self.step == self.total_steps:
+                    logged = self._log(metrics_file)
+                every = train["checkpoint_every"]
+                if (every and self.step % every == 0) or self.step == self.total_steps or self._stop_requested:
+                    self._check_finite()
+                    folder = self.save_checkpoint()
+                if on_progress:
+                    on_progress(Progress(self.step, self.total_steps, self.epoch, logged))
+                if self._stop_requested:
+                    raise Interrupted(f"stopped at step {self.step}; saved {folder}; continue with --resume")
+                if self.step >= self.total_steps:
+                    return
+            self.epoch += 1
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
-def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False,
+    def _forget_after(self, step: int) -> None:
+        """Drop metrics and samples an interrupted run wrote after the checkpoint it resumes from."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.exists():
+            kept = [r for r in report.read_metrics(self.run_dir) if r.get("step", 0) <= step]
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for sample in (self.run_dir / "samples").glob("step-*.*"):
+            if sample.stem[5:].isdigit() and int(sample.stem[5:]) > step:
+                sample.unlink()
+
+    @contextmanager
+    def _stop_on_ctrl_c(self):
+        """First Ctrl-C: finish the step, save a checkpoint, stop. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            warnings.warn("stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class ModelMismatch(I2IError):
+    """A checkpoint whose networks do not fit the recipe's."""
+
+    def __init__(self, mismatch: str, folder: Path, differences: list[str]) -> None:
+        hint = f" (the recipe differs: {'; '.join(differences)})" if differences else ""
+        super().__init__(f"the recipe's model differs from checkpoint {folder}: {mismatch}{hint}")
+
+
+def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None, registry: Registry | None = None) -> Path:
     """Train `recipe` into `run_dir` (default runs/<run.name>) and return the run folder."""
-    return Trainer(recipe, run_dir or default_run_dir(recipe), registry, overwrite).run(on_progress)
+    return Trainer(recipe, run_dir or default_run_dir(recipe), registry, overwrite, resume).run(on_progress)
 
 
 def default_run_dir(recipe: Recipe) -> Path:

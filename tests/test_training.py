@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from conftest import RECIPES, TINY
 from i2i.checkpoint import list_checkpoints, load_network, save_checkpoint
@@ -91,8 +92,17 @@ def test_checkpoint_is_atomic_and_self_describing(tmp_path):
     other = create("generator", "resnet", blocks=1, channels=4)
     load_network(path / "G.safetensors", other)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
-    with pytest.raises(I2IError, match="G.safetensors lacks key"):
+    with pytest.raises(I2IError, match="G.safetensors does not fit the network: key .model.11.bias."):
         load_network(path / "G.safetensors", create("generator", "resnet", blocks=2, channels=4))
     (path / "G.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(I2IError, match="cannot read checkpoint file .*G.safetensors"):
         load_network(path / "G.safetensors", other)
+
+
+def test_data_order_and_augmentation_do_not_depend_on_the_worker_count(cli, tmp_path):
+    for workers in (0, 2):
+        args = [*TINY, "--set", f"data.workers={workers}", "--set", "data.count=6", "--set", "data.batch_size=2"]
+        assert cli("run", QUICK, *args, "--out", tmp_path / str(workers)).code == 0
+    a, b = ({f"{f.stem}.{k}": v for f in (tmp_path / n / "checkpoints" / "step-00000004").glob("[GD]_*")
+             for k, v in load_file(f).items()} for n in ("0", "2"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
