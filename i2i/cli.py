@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from i2i.errors import I2IError
+from i2i.errors import I2IError, Interrupted
 from i2i.options import toml_value
 from i2i.parts import KINDS
 
@@ -39,7 +39,8 @@ def cli(debug: bool) -> None:
               help="Override a recipe key, e.g. --set optim.lr=1e-4 (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (default runs/<run.name>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in the run folder.")
-def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool) -> None:
+@click.option("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run folder.")
+def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool, resume: bool) -> None:
     """Train the parts a RECIPE (.toml) assembles."""
     from i2i.recipe import load_recipe
     from i2i.train import Trainer, default_run_dir
@@ -48,7 +49,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: b
     for note in resolved.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     run_dir = out or default_run_dir(resolved)
-    trainer = Trainer(resolved, run_dir, overwrite=overwrite)
+    trainer = Trainer(resolved, run_dir, overwrite=overwrite, resume=resume)
     stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {trainer.device}"
                  f" into {run_dir}", highlight=False, markup=False)
     with TrainingDisplay(stderr) as display:
@@ -134,6 +135,57 @@ def info(kind: str, name: str) -> None:
     stdout.print(table)
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the translated images.")
+@click.option("--direction", default="AtoB", show_default=True, help="AtoB or BtoA (what the run trained).")
+@click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="full resolution",
+              help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Images of equal size translated together.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
+              batch_size: int, device: str) -> None:
+    """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
+    from i2i.inference import translate as run_translation
+
+    bar = Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+    task = bar.add_task("translate", total=None)
+
+    def show(done: int, total: int) -> None:
+        if not bar.live.is_started:  # shown from the first image on, so errors before that print alone
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
+                                 batch_size=batch_size, device=device, on_progress=show)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    skipped = f", {len(result.skipped)} skipped (see the warnings above)" if result.skipped else ""
+    count = len(result.written)
+    stdout.print(f"translated {count} image{'s' * (count != 1)} into {result.out}{skipped}; index: {result.index}",
+                 highlight=False, markup=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="The .safetensors file to write (default: REFERENCE with a .safetensors suffix).")
+def convert(reference: Path, out: Path | None) -> None:
+    """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint (.pth) as an i2i generator file."""
+    from i2i.convert import convert as run_conversion, options_text
+
+    result = run_conversion(reference, out or reference.with_suffix(".safetensors"))
+    stdout.print(f"recognised generator {result.name} ({options_text(result.options)}); wrote {result.tensors}"
+                 f" tensors to {result.out}", highlight=False, markup=False, soft_wrap=True)
+    stdout.print(f"translate with: i2i translate {result.out} IMAGES... --out DIR", highlight=False, markup=False,
+                 soft_wrap=True)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line each, without the source location a user cannot act on."""
     stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
@@ -157,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        stderr.print(f"interrupted: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(130)
     except I2IError as exc:
         if debug:
             traceback.print_exc()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import tempfile
 import tomllib
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import Any, Mapping
 from urllib.parse import quote
 
 import torch
@@ -20,30 +17,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import make_grid
 
+from i2i.atomic import atomic_file
+
 PAD = 2  # pixels of white between and around the cells of a sample grid
 _SAMPLE_RE = re.compile(r"^step-(\d+)\.png$")
 _EMA_MIN_POINTS = 20  # below this a smoothed line only hides the few points there are
-
-
-@contextmanager
-def _atomic(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path` and move it over `path` only once writing succeeded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder so os.replace is a rename on one filesystem, hence atomic.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results should be readable like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------- samples
@@ -72,9 +50,9 @@ def save_samples(visuals: Mapping[str, torch.Tensor], path: Path) -> None:
     cells = ((cells + 1) / 2).nan_to_num(0.0).clamp_(0, 1)
     grid = make_grid(cells, nrow=len(names), padding=PAD, pad_value=1.0)
     array = grid.mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    with _atomic(path) as f:
+    with atomic_file(path) as f:
         Image.fromarray(array).save(f, format="PNG")
-    with _atomic(path.with_suffix(".json"), "w") as f:
+    with atomic_file(path.with_suffix(".json"), "w") as f:
         json.dump({"columns": names, "rows": int(n)}, f)
 
 
@@ -168,7 +146,7 @@ def plot_losses(records: list[dict], path: Path) -> None:
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
-    with _atomic(Path(path)) as f:
+    with atomic_file(Path(path)) as f:
         fig.savefig(f, format="png")
 
 
@@ -323,6 +301,6 @@ def write_report(run_dir: Path) -> Path:
             f"<title>i2i report: {_esc(name)}</title><style>{_CSS}</style></head>\n"
             "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
     out = run_dir / "report.html"
-    with _atomic(out, "w") as f:
+    with atomic_file(out, "w") as f:
         f.write(page)
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -19,12 +18,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from i2i import report
 from i2i.checkpoint import (first_mismatch, flatten_optimizer, list_checkpoints, part_metadata, prune_checkpoints,
                             read_state, read_tensors, rng_state, save_checkpoint, set_rng_state,
                             unflatten_optimizer)
+from i2i.devices import resolve_device, usable_cpus
 from i2i.errors import I2IError, Interrupted
 from i2i.loader import EpochSampler, SeededItems
 from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
@@ -35,38 +35,11 @@ from i2i.registry import Registry, default_registry
 REPORT_INTERVAL_S = 30.0
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so a run is repeatable."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for run.device ("auto" picks CUDA, then MPS, then CPU)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise I2IError(f"[run] device = {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise I2IError(f"[run] device = {name!r} but no CUDA device is available; use \"auto\" or \"cpu\"")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise I2IError(f"[run] device = {name!r} but only {torch.cuda.device_count()} CUDA devices exist")
-    return device
 
 
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:

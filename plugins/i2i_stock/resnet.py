@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from torch import Tensor, nn
 
 from i2i.hookspecs import hookimpl
@@ -10,6 +13,9 @@ from i2i.parts import Generator
 from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
 
 _DOWNSAMPLINGS = 2
+_FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)
+_AFTER_BLOCKS = 7  # the last conv's index past the blocks: 2 x (convT, norm, relu), pad
+_BLOCK_KEY = re.compile(r"^model\.(\d+)\.conv_block\.")
 
 
 class ResnetBlock(nn.Module):
@@ -67,6 +73,45 @@ class ResnetGenerator(Generator):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self, init, init_gain)
+
+    @classmethod
+    def options_from_state_dict(cls, state: dict[str, Tensor]) -> dict[str, Any] | None:
+        """Options for a state dict with the reference ResnetGenerator's keys (model.1.weight, ...), else None."""
+        def conv(key: str, kernel: int) -> tuple[int, ...] | None:
+            shape = tuple(state[key].shape) if key in state else None
+            return shape if shape is not None and len(shape) == 4 and shape[2:] == (kernel, kernel) else None
+
+        first = conv("model.1.weight", 7)
+        if first is None:
+            return None
+        channels, in_channels = first[0], first[1]
+        indices = sorted({int(m.group(1)) for key in state if (m := _BLOCK_KEY.match(key))})
+        blocks = len(indices)
+        if indices != list(range(_FIRST_BLOCK, _FIRST_BLOCK + blocks)):
+            return None
+        last = conv(f"model.{_FIRST_BLOCK + blocks + _AFTER_BLOCKS}.weight", 7)
+        if last is None or last[1] != channels:
+            return None
+        # Old reference checkpoints carry running stats for instance norms too (dropped by `i2i convert`), so
+        # only an affine weight marks batch norm; instance norm is the one whose convs keep their bias.
+        biased, affine = "model.1.bias" in state, "model.2.weight" in state
+        if biased and not affine:
+            norm = "instance"
+        elif affine and not biased and "model.2.running_mean" in state:
+            norm = "batch"
+        elif not biased and not any(key.startswith("model.2.") for key in state):
+            norm = "none"
+        else:
+            return None
+        dropout = False
+        if blocks:
+            # Dropout sits between the two convs of a block and shifts the second one from index 5 to 6.
+            if conv(f"model.{_FIRST_BLOCK}.conv_block.6.weight", 3):
+                dropout = True
+            elif not conv(f"model.{_FIRST_BLOCK}.conv_block.5.weight", 3):
+                return None
+        return {"blocks": blocks, "channels": channels, "norm": norm, "dropout": dropout,
+                "in_channels": in_channels, "out_channels": last[0]}
 
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] to images of the same size in [-1, 1]."""

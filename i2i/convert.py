@@ -1,0 +1,161 @@
+"""Importing pytorch-CycleGAN-and-pix2pix generator checkpoints (.pth) as i2i generator files (.safetensors).
+
+The .pth is read with `torch.load(weights_only=True)`, which refuses any pickle that would build objects other
+than tensors and plain containers, so a malicious file cannot run code. Every installed generator is asked
+whether it recognises the state dict's key layout; the first whose built network loads it strictly wins.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor, nn
+
+from i2i.checkpoint import part_metadata
+from i2i.atomic import atomic_file
+from i2i.errors import I2IError, first_line
+from i2i.registry import Registry, default_registry
+
+__all__ = ["ConvertResult", "convert", "drop_stale_instance_norm_stats", "options_text", "read_state_dict"]
+
+# Where training scripts commonly nest the weights inside a saved dict.
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "netG", "generator", "params")
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+@dataclass
+class ConvertResult:
+    """What `convert` recognised and wrote: the part, the options it inferred and the number of tensors."""
+
+    name: str
+    options: dict[str, Any]
+    tensors: int
+    source: Path
+    out: Path
+
+
+def read_state_dict(reference: Path | str) -> dict[str, Tensor]:
+    """The tensors of a .pth state dict, unwrapped from {"state_dict": ...} and DataParallel's `module.`."""
+    path = Path(reference).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise I2IError(f"cannot convert {path}: it {what}; pass a generator checkpoint such as latest_net_G_A.pth")
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols its safe unpickler may not cover; failures are reported below.
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, ... for bad files
+        text = str(exc)
+        if "Weights only load failed" in text:
+            detail = next((line.strip() for line in text.splitlines()
+                           if line.strip() and not line.strip().startswith(_BOILERPLATE)), "")
+            detail = detail.removeprefix("WeightsUnpickler error:").strip().rstrip(".")
+            raise I2IError(f"cannot convert {path}: it is not a plain state dict of tensors (refused to unpickle"
+                           f" it: {detail or 'it holds objects other than tensors'})") from None
+        raise I2IError(f"cannot convert {path}: it is not a readable PyTorch checkpoint (not a torch.save file,"
+                       f" or damaged: {type(exc).__name__}: {first_line(exc)})") from None
+    state = _unwrap(loaded)
+    if state is None:
+        raise I2IError(f"cannot convert {path}: it is not a plain state dict of tensors (it holds a"
+                       f" {type(loaded).__name__}{_keys_hint(loaded)})")
+    if state and all(key.startswith("module.") for key in state):  # saved from DataParallel/DDP
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
+def _unwrap(loaded: Any) -> dict[str, Tensor] | None:
+    if not isinstance(loaded, dict):
+        return None
+    tensors = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    if tensors and len(tensors) == len(loaded):
+        return tensors
+    for key in _WRAPPERS:
+        if isinstance(loaded.get(key), dict) and (inner := _unwrap(loaded[key])):
+            return inner
+    nested = [inner for v in loaded.values() if isinstance(v, dict) and (inner := _unwrap(v))]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _keys_hint(loaded: Any) -> str:
+    if isinstance(loaded, dict):
+        keys = [str(k) for k in list(loaded)[:5]]
+        return f" with keys {', '.join(keys)}{', ...' if len(loaded) > 5 else ''}" if keys else " that is empty"
+    return ""
+
+
+def drop_stale_instance_norm_stats(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
+    """`state` without the running stats that checkpoints from PyTorch < 0.4 hold for instance norms.
+
+    Follows the reference's `__patch_instance_norm_state_dict`: running_mean/running_var of an InstanceNorm
+    that tracks none, and its num_batches_tracked, are dropped; everything else is kept.
+    """
+    kept = {}
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        module: Any = net
+        for name in path:
+            module = getattr(module, name, None)
+            if module is None:
+                break
+        is_instance_norm = isinstance(module, nn.modules.instancenorm._InstanceNorm)
+        if is_instance_norm and (leaf == "num_batches_tracked"
+                                 or (leaf in ("running_mean", "running_var") and getattr(module, leaf) is None)):
+            continue
+        kept[key] = value
+    return kept
+
+
+def convert(reference: Path | str, out: Path | str, registry: Registry | None = None) -> ConvertResult:
+    """Convert a reference generator checkpoint (.pth) to an i2i generator file (.safetensors) at `out`."""
+    source, out = Path(reference).expanduser(), Path(out).expanduser()
+    suggestion = source.with_suffix(".safetensors").name
+    if out.exists() and out.resolve() == source.resolve():
+        raise I2IError(f"--out {out} is the file being converted: choose another name, e.g. {suggestion}")
+    if out.is_dir():
+        raise I2IError(f"--out {out} is a folder: pass a file name, e.g. {out / suggestion}")
+    state = read_state_dict(source)
+    registry = registry or default_registry()
+    tried = []
+    for name in registry.available("generator"):
+        cls = registry.info("generator", name).cls
+        try:
+            options = cls.options_from_state_dict(state)
+        except Exception as exc:  # a third-party part's bug must not hide the parts that would recognise it
+            tried.append(f"{name}: failed ({type(exc).__name__}: {first_line(exc)})")
+            continue
+        if options is None:
+            tried.append(f"{name}: not its key layout")
+            continue
+        try:
+            net = registry.create("generator", name, **options)
+            weights = drop_stale_instance_norm_stats(state, net)
+            net.load_state_dict(weights, strict=True)
+        except (I2IError, RuntimeError, ValueError, TypeError) as exc:
+            tried.append(f"{name} with {options_text(options)}: does not load ({_last_line(exc)})")
+            continue
+        resolved = registry.resolve_options("generator", name, options)
+        metadata = {**part_metadata("generator", name, resolved), "i2i.source": source.name}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+        with atomic_file(out) as f:
+            f.write(safetensors_bytes(tensors, metadata=metadata))
+        return ConvertResult(name, options, len(tensors), source, out)
+    raise I2IError(f"cannot convert {source}: no installed generator recognises its {len(state)} tensors"
+                   f" (first key {next(iter(state), 'none')!r}; tried {'; '.join(tried) or 'none installed'})")
+
+
+def options_text(options: dict[str, Any]) -> str:
+    """Options as `key=value, ...` for messages."""
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def _last_line(exc: BaseException) -> str:
+    # load_state_dict's message lists every key; its last line is the most specific.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

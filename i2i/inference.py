@@ -1,0 +1,433 @@
+"""Translating images with a trained generator: load it from a run, a checkpoint or a file, then translate files.
+
+Images keep their full resolution: each is reflect-padded to the generator's `size_multiple`, translated and
+cropped back. Outputs keep the input's name, and an index.html in the output folder shows input | output.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from torch import Tensor
+
+from i2i.checkpoint import STEP_DIR, list_checkpoints, load_network
+from i2i.data import list_images, read_image
+from i2i.atomic import atomic_file
+from i2i.devices import resolve_device
+from i2i.errors import I2IError, first_line
+from i2i.parts import Generator
+from i2i.registry import default_registry
+
+__all__ = ["TranslateResult", "load_generator", "output_format", "translate"]
+
+# Output format by input extension: the name (extension included) stays the input's, the encoding fits it.
+_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".jpeg": ("JPEG", {"quality": 95}),
+    ".bmp": ("BMP", {}),
+    ".tif": ("TIFF", {}),
+    ".tiff": ("TIFF", {}),
+    ".webp": ("WEBP", {"lossless": True}),
+    ".ppm": ("PPM", {}),
+}
+_PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".bin")
+_PENDING_BATCHES = 4  # decoded images waiting for a full batch are capped at this many batches' worth
+
+
+@dataclass
+class TranslateResult:
+    """What `translate` did: (input, output) pairs written, (input, reason) pairs skipped, and where."""
+
+    out: Path
+    index: Path
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading a generator
+
+
+def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str | torch.device = "cpu") -> Generator:
+    """The generator translating in `direction`, in eval mode on `device`, from a run, checkpoint or file.
+
+    CHECKPOINT is a run folder (its newest complete checkpoint is used), a checkpoint folder `step-NNNNNNNN`,
+    or one generator `.safetensors` file (e.g. from `i2i convert`), which translates the one way it was
+    trained for whatever `direction` says.
+    """
+    file = generator_file(checkpoint, direction)
+    meta = _part_metadata(file)
+    try:
+        net = default_registry().create("generator", meta["name"], **meta["options"])
+    except I2IError as exc:
+        raise I2IError(f"cannot rebuild the generator saved in {file}: {exc}") from None
+    load_network(file, net)
+    target = device if isinstance(device, torch.device) else resolve_device(device, "--device")
+    return net.to(target).eval()
+
+
+def generator_file(checkpoint: Path | str, direction: str = "AtoB") -> Path:
+    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at."""
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
+                       " (checkpoints/step-NNNNNNNN) or a generator .safetensors file")
+    if path.is_file():
+        return path
+    if (path / "checkpoints").is_dir() or (path / "recipe.toml").is_file():
+        found = list_checkpoints(path / "checkpoints")
+        if not found:
+            raise I2IError(f"run folder {path} has no complete checkpoint yet (looked for"
+                           f" {path / 'checkpoints' / 'step-NNNNNNNN'}): train it longer or pass another run")
+        newest = found[-1]
+        return newest if newest.is_file() else _direction_file(newest, direction)
+    if (path / "training.json").is_file() or STEP_DIR.match(path.name):
+        return _direction_file(path, direction)
+    raise I2IError(f"{path} is neither a run folder (no checkpoints/ in it) nor a checkpoint folder (no"
+                   " training.json in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
+
+
+def _direction_file(folder: Path, direction: str) -> Path:
+    """The generator file a checkpoint folder's training.json names for `direction`."""
+    state_file = folder / "training.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise I2IError(f"checkpoint folder {folder} has no training.json: pass a generator file in it, e.g."
+                       f" {folder / 'G_A.safetensors'}") from None
+    except (OSError, ValueError) as exc:
+        raise I2IError(f"cannot read {state_file}: {exc}") from None
+    generators = state.get("generators") if isinstance(state, dict) else None
+    if not isinstance(generators, dict) or not generators:
+        # Checkpoints of older i2i versions did not record which file translates which way.
+        raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
+                       f" it): pass the generator file itself, e.g. {folder / 'G_A.safetensors'}")
+    if direction not in generators:
+        raise I2IError(f"direction {direction!r} is not available in {folder}: use one of"
+                       f" {', '.join(sorted(generators))}")
+    file = folder / f"{generators[direction]}.safetensors"
+    if not file.is_file():
+        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its training.json names")
+    return file
+
+
+def _part_metadata(file: Path) -> dict[str, Any]:
+    """The part name and options a generator file records; I2IError naming the fix when it has none."""
+    convert_hint = f"convert it with `i2i convert {file} --out {file.with_suffix('.safetensors')}` first"
+    if file.suffix.lower() in _PICKLE_SUFFIXES:
+        raise I2IError(f"{file} is a PyTorch pickle, not an i2i generator file: {convert_hint}")
+    try:
+        with safe_open(file, framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise I2IError(f"cannot read generator file {file} (expected a .safetensors file): {exc}") from None
+    if "i2i.name" not in meta:
+        raise I2IError(f"{file} has no i2i metadata (i2i.kind, i2i.name, i2i.options), so the network it holds is"
+                       f" unknown: if it came from pytorch-CycleGAN-and-pix2pix, {convert_hint}")
+    if meta.get("i2i.kind", "generator") != "generator":
+        raise I2IError(f"{file} holds a {meta['i2i.kind']} ({meta['i2i.name']}), not a generator")
+    try:
+        options = json.loads(meta.get("i2i.options", "{}"))
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise I2IError(f"{file} has damaged i2i.options metadata: {meta.get('i2i.options')!r}")
+    return {"name": meta["i2i.name"], "options": options}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs and output names
+
+
+@dataclass
+class _Job:
+    source: Path
+    target: Path  # relative to the output folder
+
+
+def output_format(path: Path) -> tuple[Path, str, dict[str, Any]]:
+    """The output name and PIL format for an input name: same name and format, JPEG at quality 95.
+
+    Extensions without an RGB writer here (.pgm is gray only; a file named with another extension) become .png.
+    """
+    known = _FORMATS.get(path.suffix.lower())
+    if known is None:
+        return path.with_suffix(".png"), "PNG", {}
+    return path, known[0], known[1]
+
+
+def _jobs(inputs: list[Path | str], out: Path) -> list[_Job]:
+    """Every input image with its output name; folders keep their relative subpaths; names never collide."""
+    if not inputs:
+        raise I2IError("no inputs: pass image files or folders of images")
+    out_real = Path(os.path.realpath(out))
+    jobs: list[_Job] = []
+    seen_sources: set[Path] = set()
+    for given in map(lambda p: Path(p).expanduser(), inputs):
+        if not given.exists():
+            raise I2IError(f"input {given} does not exist: pass image files or folders of images")
+        if given.is_dir():
+            if Path(os.path.realpath(given)) == out_real:
+                raise I2IError(f"--out {out} is the input folder {given}: the outputs (same names) would replace"
+                               " the inputs; choose another --out folder")
+            # Earlier outputs in an --out folder inside the input folder are not inputs.
+            found = [p for p in list_images(given) if not _inside(p, out_real)]
+            if not found:
+                warnings.warn(f"{given} has no images (looked for common image extensions, also in subfolders)",
+                              stacklevel=3)
+            pairs = [(p, p.relative_to(given)) for p in found]
+        else:
+            pairs = [(given, Path(given.name))]
+        for source, relative in pairs:
+            real = Path(os.path.realpath(source))
+            if real in seen_sources:  # the same file given twice (e.g. a file and its folder) is done once
+                continue
+            seen_sources.add(real)
+            jobs.append(_Job(source, output_format(relative)[0]))
+    _disambiguate(jobs)
+    for job in jobs:
+        if Path(os.path.realpath(out / job.target)) in seen_sources:
+            raise I2IError(f"the output for {job.source} would replace an input ({out / job.target}): choose an"
+                           " --out folder that holds no inputs")
+    return jobs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(folder)
+
+
+def _disambiguate(jobs: list[_Job]) -> None:
+    """Rename later outputs that would overwrite an earlier one (e.g. a/1.png and b/1.png) to 1-2.png, ..."""
+    # Compared case-folded: on macOS and Windows X.png and x.png are the same file.
+    taken = {job.target.as_posix().casefold() for job in jobs}
+    used: dict[str, Path] = {}
+    for job in jobs:
+        key = job.target.as_posix().casefold()
+        if key not in used:
+            used[key] = job.source
+            continue
+        n = 2
+        while (candidate := job.target.with_stem(f"{job.target.stem}-{n}")).as_posix().casefold() in taken:
+            n += 1
+        warnings.warn(f"{job.source} and {used[key]} would both be written as {job.target}; writing"
+                      f" {job.source} as {candidate}", stacklevel=4)
+        taken.add(candidate.as_posix().casefold())
+        used[candidate.as_posix().casefold()] = job.source
+        job.target = candidate
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Translating
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def _prepare(image: Image.Image, size: int | None, multiple: int) -> Image.Image:
+    """The image at the size it is translated at: as is, or scaled so its shorter side is `size`."""
+    if size is None:
+        return image
+    w, h = image.size
+    scale = _round_to(size, multiple) / min(w, h)
+    return image.resize((_round_to(w * scale, multiple), _round_to(h * scale, multiple)), Image.BICUBIC)
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """A PIL RGB/L image as a (C, H, W) float tensor in [-1, 1]."""
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    channels = len(image.getbands())
+    tensor = data.view(image.height, image.width, channels).permute(2, 0, 1).float()
+    return tensor.div_(127.5).sub_(1.0)
+
+
+def to_image(tensor: Tensor) -> Image.Image:
+    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image (RGB for 3 channels, L for 1)."""
+    array = ((tensor.float() + 1) / 2).nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    array = array.permute(1, 2, 0).contiguous().cpu().numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def pad_to_multiple(batch: Tensor, multiple: int) -> Tensor:
+    """Pad a (N, C, H, W) batch at the bottom and right to multiples of `multiple`, mirroring the edges."""
+    h, w = batch.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return batch
+    # Reflection needs the pad to be smaller than the side; tiny images repeat their edge instead.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(batch, (0, pw, 0, ph), mode=mode)
+
+
+@torch.inference_mode()
+def run_generator(generator: Generator, batch: Tensor) -> Tensor:
+    """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back."""
+    h, w = batch.shape[-2:]
+    param = next(generator.parameters(), None)
+    device = param.device if param is not None else batch.device
+    output = generator(pad_to_multiple(batch.to(device), max(1, generator.size_multiple)))
+    return output[..., :h, :w]
+
+
+def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str, direction: str = "AtoB",
+              size: int | None = None, batch_size: int = 1, device: str = "auto",
+              on_progress: Callable[[int, int], None] | None = None) -> TranslateResult:
+    """Translate image files and folders of images into `out` with the generator CHECKPOINT holds.
+
+    Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
+    `size`, images are scaled so the shorter side is `size` (rounded to the generator's size multiple) and
+    outputs have that size. Undecodable images are skipped with a warning. `on_progress(done, total)` is
+    called as images finish. An index.html in `out` shows every input beside its output.
+    """
+    if size is not None and size < 1:
+        raise I2IError(f"--size {size} must be at least 1")
+    if batch_size < 1:
+        raise I2IError(f"--batch-size {batch_size} must be at least 1")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise I2IError(f"--out {out} is a file: pass a folder for the translated images")
+    generator = load_generator(checkpoint, direction, resolve_device(device, "--device"))
+    jobs = _jobs(inputs, out)
+    if not jobs:
+        raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
+    gray = _takes_gray(generator)
+    multiple = max(1, generator.size_multiple)
+    result = TranslateResult(out=out, index=out / "index.html")
+    out.mkdir(parents=True, exist_ok=True)
+    done = 0
+    pending: dict[tuple[int, int], list[tuple[_Job, Tensor]]] = {}
+
+    def flush(key: tuple[int, int]) -> None:
+        nonlocal done
+        group = pending.pop(key)
+        try:
+            translated = run_generator(generator, torch.stack([t for _, t in group]))
+        except RuntimeError as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            # Typically an image too small for the generator's padding after its downsamplings.
+            reason = f"cannot translate a {key[1]}x{key[0]} image: {first_line(exc)}"
+            for job, _ in group:
+                warnings.warn(f"skipping {job.source}: {reason}", stacklevel=3)
+                result.skipped.append((job.source, reason))
+        else:
+            for (job, _), tensor in zip(group, translated):
+                target = out / job.target
+                _, fmt, params = output_format(job.target)
+                with atomic_file(target) as f:
+                    to_image(tensor).save(f, format=fmt, **params)
+                result.written.append((job.source, target))
+        done += len(group)
+        if on_progress:
+            on_progress(done, len(jobs))
+
+    if on_progress:
+        on_progress(0, len(jobs))
+    for job in jobs:
+        try:
+            image = read_image(job.source)
+        except I2IError as exc:
+            warnings.warn(f"{exc}; skipped it", stacklevel=2)
+            result.skipped.append((job.source, str(exc).removeprefix(f"cannot read image {job.source}: ")))
+            done += 1
+            if on_progress:
+                on_progress(done, len(jobs))
+            continue
+        image = _prepare(image.convert("L") if gray else image, size, multiple)
+        key = (image.height, image.width)
+        pending.setdefault(key, []).append((job, to_tensor(image)))
+        if len(pending[key]) >= batch_size:
+            flush(key)
+        elif sum(map(len, pending.values())) >= batch_size * _PENDING_BATCHES:
+            # Many different sizes: translate the oldest group now rather than hold every image in memory.
+            flush(next(iter(pending)))
+    for key in list(pending):
+        flush(key)
+    # Batching by size finishes images out of order; the page and the result list them as given.
+    order = {job.source: i for i, job in enumerate(jobs)}
+    result.written.sort(key=lambda pair: order[pair[0]])
+    result.skipped.sort(key=lambda pair: order[pair[0]])
+    write_index(result)
+    return result
+
+
+def _takes_gray(generator: Generator) -> bool:
+    """Whether the generator's first conv takes one channel (then inputs are converted to gray), else RGB."""
+    first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    channels = first.in_channels if first is not None else 3
+    if channels not in (1, 3):
+        raise I2IError(f"the generator takes {channels}-channel images; translate reads images as RGB (3) or"
+                       " gray (1)")
+    return channels == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# index.html
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#222}
+main{max-width:1280px;margin:0 auto;padding:1.5rem}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+table{border-collapse:collapse;background:#fff}th,td{border:1px solid #e2e4e8;padding:.4rem;vertical-align:top}
+th{background:#f0f1f4}td.name{font-size:.85rem;max-width:18rem;word-break:break-all}
+img{display:block;max-width:100%;height:auto}img.small{image-rendering:pixelated}
+.size{color:#666;font-size:.8rem}
+"""
+
+
+def _href(target: Path, base: Path) -> str:
+    """A relative URL from folder `base` to `target`, so the page keeps working when both move together."""
+    try:
+        relative = Path(os.path.relpath(os.path.realpath(target), os.path.realpath(base)))
+    except ValueError:  # another drive on Windows: no relative path exists
+        return Path(os.path.realpath(target)).as_uri()
+    return "/".join(quote(part) for part in relative.parts)
+
+
+def _cell(path: Path, base: Path) -> str:
+    href = html.escape(_href(path, base), quote=True)
+    try:
+        with Image.open(path) as image:  # reads only the header
+            w, h = image.size
+    except Exception:
+        return f'<td><a href="{href}">{html.escape(path.name)}</a></td>'
+    # Upscale small images (pixelated) so a 32 px image is visible; larger ones fit in 320 px.
+    longest = max(w, h, 1)
+    width = max(1, round(w * min(320, max(longest, 128)) / longest))
+    small = ' class="small"' if width > w else ""
+    return (f'<td><a href="{href}"><img{small} src="{href}" loading="lazy" style="width:{width}px" alt=""></a>'
+            f'<span class="size">{w}x{h}</span></td>')
+
+
+def write_index(result: TranslateResult) -> Path:
+    """Write `result.index`: a table of input | output images and the list of skipped inputs."""
+    base = result.out
+    rows = "\n".join(
+        f'<tr><td class="name">{html.escape(str(source))}<br>&rarr; {html.escape(target.relative_to(base).as_posix())}'
+        f"</td>{_cell(source, base)}{_cell(target, base)}</tr>"
+        for source, target in result.written)
+    parts = [f"<h1>Translated images ({len(result.written)})</h1>"]
+    if rows:
+        parts.append(f"<table><tr><th>file</th><th>input</th><th>output</th></tr>\n{rows}\n</table>")
+    if result.skipped:
+        items = "\n".join(f"<li>{html.escape(str(source))}: {html.escape(reason)}</li>"
+                          for source, reason in result.skipped)
+        parts.append(f"<h2>Skipped ({len(result.skipped)})</h2><ul>\n{items}\n</ul>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>i2i translate: {html.escape(str(base))}</title><style>{_CSS}</style></head>\n"
+            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+    with atomic_file(result.index) as f:
+        f.write(page.encode("utf-8"))
+    return result.index
