@@ -58,6 +58,13 @@ class Discriminator(Part, nn.Module):
     kind = "discriminator"
     batch_independent: bool = True
 
+    def features(self, images: Tensor) -> list[Tensor]:
+        """Intermediate activations for `images`, shallow to deep (for feature-matching losses)."""
+        from i2i.errors import I2IError
+
+        raise I2IError(f"discriminator {self.name!r} does not expose intermediate features, which feature"
+                       " matching needs: set its loss weight to 0 or use a discriminator that does (e.g. patchgan)")
+
 
 class Loss(Part, nn.Module):
     """Base of all losses; a loss is one of the two roles below."""
@@ -72,6 +79,10 @@ class AdversarialLoss(Loss):
 
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor | None:
+        """An extra term of the discriminator's loss (e.g. WGAN-GP's gradient penalty), or None."""
+        return None
 
 
 class ReconstructionLoss(Loss):

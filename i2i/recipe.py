@@ -27,9 +27,12 @@ LOADER = OptionSet((
     Option("workers", int, 4, "data loading processes (0 loads on the training thread)", min=0),
 ))
 OPTIM = OptionSet((
-    Option("lr", float, 2e-4, "Adam learning rate", min=0.0),
+    Option("optimizer", str, "adam", "adam (CycleGAN, pix2pix, DiscoGAN) or rmsprop (DualGAN, WGAN)",
+           choices=("adam", "rmsprop")),
+    Option("lr", float, 2e-4, "learning rate", min=0.0),
     Option("beta1", float, 0.5, "Adam beta1", min=0.0, max=1.0),
-    Option("beta2", float, 0.999, "Adam beta2", min=0.0, max=1.0),
+    Option("beta2", float, 0.999, "Adam beta2 (RMSprop's smoothing constant alpha)", min=0.0, max=1.0),
+    Option("weight_decay", float, 0.0, "L2 weight decay", min=0.0),
 ))
 TRAIN = OptionSet((
     Option("epochs", int, 100, "epochs at the initial learning rate", min=0),

@@ -63,6 +63,15 @@ def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
                        " or --overwrite to replace it")
 
 
+def make_optimizer(params: list[nn.Parameter], optim: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer the recipe's [optim] table describes."""
+    if optim["optimizer"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=optim["lr"], alpha=optim["beta2"],
+                                   weight_decay=optim["weight_decay"])
+    return torch.optim.Adam(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]),
+                            weight_decay=optim["weight_decay"])
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> None:
     """Create the run folder, replacing an existing run only when `overwrite` is set."""
     check_run_dir(run_dir, overwrite)
@@ -206,10 +215,8 @@ class Trainer:
         self.networks = self.method.networks()
         for net in self.networks.values():
             net.to(self.device)
-        optim = recipe["optim"]
-        self.optimizers = {
-            group: torch.optim.Adam(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]))
-            for group, params in self.method.optimizer_groups().items()}
+        self.optimizers = {group: make_optimizer(params, recipe["optim"])
+                           for group, params in self.method.optimizer_groups().items()}
         schedule = lambda epoch: lr_factor(epoch, train["epochs"], train["decay_epochs"])  # noqa: E731
         self.schedulers = {g: torch.optim.lr_scheduler.LambdaLR(o, schedule) for g, o in self.optimizers.items()}
         self.stepper = Stepper(self.optimizers, self.device, run["precision"])

@@ -40,6 +40,9 @@ class CycleMethod(Method):
         "cycle": LossSlot(ReconstructionLoss, "l1", 10.0, "||G_B(G_A(a)) - a|| and ||G_A(G_B(b)) - b||"),
         "identity": LossSlot(ReconstructionLoss, "l1", 0.5,
                              "||G_A(b) - b|| and ||G_B(a) - a||; weight is times the cycle weight"),
+        "feature_matching": LossSlot(ReconstructionLoss, "l2", 0.0,
+                                     "distance of the discriminator's mean features on fakes and reals"
+                                     " (DiscoGAN); 0 disables it"),
     }
     parts = ("generator", "discriminator", "buffer")
 
@@ -55,6 +58,7 @@ class CycleMethod(Method):
         self.gan, self.w_gan = parts.loss("adversarial")
         self.cycle, self.w_cycle = parts.loss("cycle")
         self.identity, w_identity = parts.loss("identity")
+        self.matching, self.w_matching = parts.loss("feature_matching")
         self.w_identity = w_identity * self.w_cycle  # the reference scales identity by lambda_A/lambda_B
         self.fake_A_pool: Buffer = parts.buffer()
         self.fake_B_pool: Buffer = parts.buffer()
@@ -103,6 +107,9 @@ class CycleMethod(Method):
             if use_identity:
                 losses["idt_A"] = self.identity(idt_A, real_B) * self.w_identity
                 losses["idt_B"] = self.identity(idt_B, real_A) * self.w_identity
+            if self.w_matching > 0:
+                losses["fm_A"] = self._feature_matching(self.D_A, real_B, fake_B) * self.w_matching
+                losses["fm_B"] = self._feature_matching(self.D_B, real_A, fake_A) * self.w_matching
             loss_G = sum(losses.values())
         optim.zero_grad("G")
         optim.backward(loss_G)
@@ -122,7 +129,15 @@ class CycleMethod(Method):
 
     def _discriminator_loss(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
         pred_real, pred_fake = _call(net, real, fake, batched=self._batched(net))
-        return (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
+        loss = (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
+        penalty = self.gan.penalty(net, real, fake)
+        return loss if penalty is None else loss + penalty
+
+    def _feature_matching(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
+        """Distance between the batch-mean features of fakes and of reals, summed over layers."""
+        with torch.no_grad():
+            targets = [f.mean(0) for f in net.features(real)]
+        return sum(self.matching(f.mean(0), t) for f, t in zip(net.features(fake), targets))
 
     @torch.no_grad()
     def visuals(self, batch: dict[str, Any]) -> dict[str, Tensor]:

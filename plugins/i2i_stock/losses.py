@@ -31,7 +31,17 @@ class L1Loss(ReconstructionLoss):
         return F.l1_loss(output, target)
 
 
+class L2Loss(ReconstructionLoss):
+    """Mean squared error between output and target (DiscoGAN's reconstruction and feature matching)."""
+
+    name = "l2"
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        """Mean squared difference."""
+        return F.mse_loss(output, target)
+
+
 @hookimpl
 def i2i_losses() -> list[type]:
     """The stock losses."""
-    return [LSGANLoss, L1Loss]
+    return [LSGANLoss, L1Loss, L2Loss]
