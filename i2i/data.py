@@ -29,12 +29,14 @@ from i2i.parts import Dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "AlignedFolders",
     "Synthetic",
     "UnpairedFolders",
     "i2i_datasets",
     "list_images",
     "read_image",
     "transform_image",
+    "transform_images",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -155,21 +157,32 @@ def list_images(folder: Path | str) -> list[Path]:
 
 def transform_image(image: Image.Image, load_size: int, crop_size: int, augment: bool, flip: bool = True) -> Tensor:
     """Resize, crop (random if `augment`, else centre) and maybe flip `image`: a (3, crop, crop) tensor in [-1, 1]."""
+    return transform_images([image], load_size, crop_size, augment, flip)[0]
+
+
+def transform_images(images: list[Image.Image], load_size: int, crop_size: int, augment: bool,
+                     flip: bool = True) -> list[Tensor]:
+    """`transform_image` applied to several images with the same crop and flip (the halves of a pair)."""
     if crop_size > load_size:
         raise ValueError(f"crop_size {crop_size} is larger than load_size {load_size}")
-    image = F.resize(image, [load_size, load_size], interpolation=InterpolationMode.BICUBIC)
     if augment:
         # torch's global RNG (not python's random) so torch seeding and DataLoader worker seeding cover it.
         top = int(torch.randint(0, load_size - crop_size + 1, ()))
         left = int(torch.randint(0, load_size - crop_size + 1, ()))
-        image = F.crop(image, top, left, crop_size, crop_size)
-        if flip and bool(torch.rand(()) < 0.5):
-            image = F.hflip(image)
-    else:
-        image = F.center_crop(image, [crop_size, crop_size])
-    # pil_to_tensor gives a channels-last view; callers expect an ordinary contiguous (C, H, W) tensor.
-    tensor = F.to_dtype(F.pil_to_tensor(image).contiguous(), torch.float32, scale=True)
-    return tensor.mul_(2.0).sub_(1.0)
+        flipped = flip and bool(torch.rand(()) < 0.5)
+    out = []
+    for image in images:
+        image = F.resize(image, [load_size, load_size], interpolation=InterpolationMode.BICUBIC)
+        if augment:
+            image = F.crop(image, top, left, crop_size, crop_size)
+            if flipped:
+                image = F.hflip(image)
+        else:
+            image = F.center_crop(image, [crop_size, crop_size])
+        # pil_to_tensor gives a channels-last view; callers expect an ordinary contiguous (C, H, W) tensor.
+        tensor = F.to_dtype(F.pil_to_tensor(image).contiguous(), torch.float32, scale=True)
+        out.append(tensor.mul_(2.0).sub_(1.0))
+    return out
 
 
 def _check_sizes(load_size: int, crop_size: int) -> None:
@@ -333,6 +346,100 @@ def _check_index(index: int, length: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Aligned pairs stored side by side
+
+
+class AlignedFolders(Dataset):
+    """Paired images stored side by side (A|B) in root/train/ and root/test/ (or val/), as pix2pix's datasets."""
+
+    name = "aligned"
+    paired = True
+    options = (
+        Option("root", str, "", "folder holding train/ (and test/ or val/) of A|B side-by-side images"),
+        Option("load_size", int, 286, "each half is resized to load_size x load_size first", min=1),
+        Option("crop_size", int, 256, "then both halves get the same crop_size crop (random in training)", min=1),
+        Option("flip", bool, True, "flip training pairs horizontally at random (both halves alike)"),
+        Option("direction", str, "AtoB", "AtoB: the left half is A; BtoA: the right half is A",
+               choices=("AtoB", "BtoA")),
+    )
+
+    def __init__(self, root: str = "", load_size: int = 286, crop_size: int = 256, flip: bool = True,
+                 direction: str = "AtoB") -> None:
+        if not root:
+            raise I2IError("data.root is not set: set data.root to the folder holding train/ with A|B images"
+                           " (e.g. --set data.root=path/to/maps)")
+        self.root = Path(root).expanduser()
+        self.load_size, self.crop_size, self.flip, self.direction = load_size, crop_size, flip, direction
+        _check_sizes(load_size, crop_size)
+        if not self.root.is_dir():
+            raise I2IError(f"data.root {self.root} is not a folder: set data.root to the folder holding train/"
+                           " with A|B side-by-side images")
+        if not (self.root / "train").is_dir():
+            subs = sorted(p.name + "/" for p in self.root.iterdir() if p.is_dir())
+            hint = " (it looks like unpaired data: use data.name = \"unpaired\")" if "trainA/" in subs else ""
+            raise I2IError(f"{self.root} has no train/ folder (it has: {', '.join(subs) or 'no subfolders'}):"
+                           f" aligned data needs train/ with A|B side-by-side images{hint}")
+        self._files = {"train": self._scan(self.root / "train", required=True)}
+
+    def _folder(self, split: str) -> Path:
+        # pix2pix's datasets (maps, facades) hold val/ where others hold test/
+        folder = self.root / split
+        return self.root / "val" if split == "test" and not folder.is_dir() else folder
+
+    def _scan(self, folder: Path, required: bool) -> list[Path] | None:
+        listed = list_images(folder) if folder.is_dir() else []
+        if not listed:
+            if required:
+                raise I2IError(f"{folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}): put the A|B"
+                               " pairs there or fix data.root")
+            return None
+        readable = [path for path in listed if _opens(path)]
+        if not readable and required:
+            raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
+                           " (see the warnings above)")
+        return readable or None
+
+    def has_split(self, split: str) -> bool:
+        """Whether root/<split> (root/val for "test") holds images."""
+        if split not in self._files:
+            self._files[split] = self._scan(self._folder(split), required=False)
+        return self._files[split] is not None
+
+    def load(self, split: str, augment: bool) -> torch.utils.data.Dataset:
+        """Item i: the two halves of image i, cropped and flipped alike."""
+        if not self.has_split(split):
+            raise I2IError(f"{self.root} has no {split} split: expected {split}/ with A|B images")
+        return AlignedItems(self._files[split], self._folder(split), self.load_size, self.crop_size, augment,
+                            self.flip, self.direction == "BtoA")
+
+
+class AlignedItems(torch.utils.data.Dataset):
+    """Dict items {"A", "B", "A_path", "B_path"} cut from side-by-side images."""
+
+    def __init__(self, files: list[Path], folder: Path, load_size: int, crop_size: int, augment: bool,
+                 flip: bool, swap: bool) -> None:
+        self.reader = UnpairedItems(files, files, folder, folder, load_size, crop_size, augment, flip)
+        self.swap = swap
+
+    def __len__(self) -> int:
+        return len(self.reader.files["A"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = _check_index(index, len(self))
+        path, image = self.reader._read("A", index)
+        width, height = image.size
+        if width < 2:
+            raise I2IError(f"{path} is {width} pixel wide: an aligned pair needs A and B side by side")
+        half = width // 2
+        left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
+        a, b = (right, left) if self.swap else (left, right)
+        reader = self.reader
+        tensor_a, tensor_b = transform_images([a, b], reader.load_size, reader.crop_size, reader.augment,
+                                              reader.flip)
+        return {"A": tensor_a, "B": tensor_b, "A_path": str(path), "B_path": str(path)}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Synthetic shapes
 
 
@@ -347,13 +454,15 @@ class Synthetic(Dataset):
         Option("crop_size", int, 64, "then cropped to crop_size x crop_size (random crop in training)", min=1),
         Option("flip", bool, True, "flip training images horizontally at random"),
         Option("seed", int, 0, "which images are drawn (independent of the run's seed)"),
+        Option("paired", bool, False, "B is the striped twin of A (for paired methods such as pix2pix)"),
     )
     splits = ("train", "test")
 
     def __init__(self, count: int = 256, load_size: int = 72, crop_size: int = 64, flip: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, paired: bool = False) -> None:
         _check_sizes(load_size, crop_size)
         self.count, self.load_size, self.crop_size, self.flip, self.seed = count, load_size, crop_size, flip, seed
+        self.paired = paired
 
     def has_split(self, split: str) -> bool:
         """True for "train" and "test", which hold different images."""
@@ -363,15 +472,16 @@ class Synthetic(Dataset):
         """`count` items of `split`, drawn on demand."""
         if not self.has_split(split):
             raise I2IError(f"synthetic data has no {split!r} split: it has {', '.join(self.splits)}")
-        return SyntheticItems(self.seed, split, self.count, self.load_size, self.crop_size, augment, self.flip)
+        return SyntheticItems(self.seed, split, self.count, self.load_size, self.crop_size, augment, self.flip,
+                              self.paired)
 
 
 class SyntheticItems(torch.utils.data.Dataset):
     """Dict items of synthetic shape images, each drawn from (seed, split, domain, index) alone."""
 
     def __init__(self, seed: int, split: str, count: int, load_size: int, crop_size: int, augment: bool,
-                 flip: bool) -> None:
-        self.seed, self.split, self.count = seed, split, count
+                 flip: bool, paired: bool = False) -> None:
+        self.seed, self.split, self.count, self.paired = seed, split, count, paired
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
 
     def __len__(self) -> int:
@@ -379,22 +489,36 @@ class SyntheticItems(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = _check_index(index, self.count)
-        b_index = int(torch.randint(0, self.count, ())) if self.augment else index
         image_a = draw_synthetic(self.seed, self.split, "A", index, self.load_size)
-        image_b = draw_synthetic(self.seed, self.split, "B", b_index, self.load_size)
+        if self.paired:
+            b_index = index
+            image_b = draw_synthetic(self.seed, self.split, "A", index, self.load_size, style="B")
+            tensor_a, tensor_b = transform_images([image_a, image_b], self.load_size, self.crop_size, self.augment,
+                                                  self.flip)
+        else:
+            b_index = int(torch.randint(0, self.count, ())) if self.augment else index
+            image_b = draw_synthetic(self.seed, self.split, "B", b_index, self.load_size)
+            tensor_a = transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip)
+            tensor_b = transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip)
         return {
-            "A": transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip),
-            "B": transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip),
+            "A": tensor_a,
+            "B": tensor_b,
             "A_path": f"synthetic/{self.split}A/{index:05d}.png",
             "B_path": f"synthetic/{self.split}B/{b_index:05d}.png",
         }
 
 
-def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int) -> Image.Image:
-    """Synthetic image `index` of `domain` ("A" flat shapes, "B" striped shapes) as a size x size RGB image."""
+def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int, style: str | None = None) -> Image.Image:
+    """Synthetic image `index` of `domain` as a size x size RGB image: "A" style flat shapes, "B" striped.
+
+    The shapes come from (seed, split, domain, index) and the fill from `style` (default: the domain), so
+    drawing domain "A" in style "B" gives the striped twin of an A image (paired data).
+    """
     # A digest rather than hash(): python's str hashing changes per process (PYTHONHASHSEED).
     key = hashlib.blake2b(f"i2i-synthetic/{seed}/{split}/{domain}/{index}".encode(), digest_size=8).digest()
     rng = random.Random(int.from_bytes(key, "little"))
+    # stripes draw from their own stream so that a striped twin keeps exactly the same shapes and colours
+    stripe_rng = random.Random(int.from_bytes(key, "little") ^ 0x5EED)
     background = tuple(rng.randint(210, 250) for _ in range(3))
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
@@ -402,14 +526,14 @@ def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int) ->
         colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0),
                                                                      rng.uniform(0.45, 0.9)))
         shape = _random_shape(rng, size)
-        if domain == "A":
+        if (style or domain) == "A":
             _draw_shape(draw, shape, colour)
             continue
         mask = Image.new("L", (size, size), 0)
         _draw_shape(ImageDraw.Draw(mask), shape, 255)
-        half = rng.choice((2, 3, 4)) * max(1, size // 64)
-        stripes = _stripe_mask(size, rng.choice(("horizontal", "diagonal", "antidiagonal")), half,
-                               rng.randrange(2 * half))
+        half = stripe_rng.choice((2, 3)) * max(1, size // 64)
+        stripes = _stripe_mask(size, stripe_rng.choice(("horizontal", "diagonal", "antidiagonal")), half,
+                               stripe_rng.randrange(2 * half))
         image.paste((0, 0, 0), mask=mask)
         image.paste(colour, mask=ImageChops.multiply(mask, stripes))
     return image
@@ -454,4 +578,4 @@ def _stripe_mask(size: int, orientation: str, half: int, phase: int) -> Image.Im
 @hookimpl
 def i2i_datasets() -> list[type[Dataset]]:
     """The stock datasets: unpaired image folders and synthetic shapes."""
-    return [UnpairedFolders, Synthetic]
+    return [UnpairedFolders, AlignedFolders, Synthetic]

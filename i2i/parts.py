@@ -155,6 +155,9 @@ class PartFactory(Protocol):
     def buffer(self) -> Buffer:
         """A new buffer as the recipe's [buffer] table says."""
 
+    def options_of(self, part: Any) -> dict[str, Any]:
+        """The options a part built by this factory was given (e.g. a generator's in/out channels)."""
+
 
 class Stepper(Protocol):
     """The optimizers and precision context a method uses inside `Method.step`."""
@@ -180,6 +183,8 @@ class Method(Part):
     losses: ClassVar[dict[str, LossSlot]] = {}
     #: the component tables this method builds parts from ([generator], [discriminator], [buffer])
     parts: ClassVar[tuple[str, ...]] = ("generator",)
+    #: True when the method needs paired data (item i's A and B correspond), e.g. pix2pix
+    paired_data: ClassVar[bool] = False
 
     def build(self, parts: PartFactory) -> None:  # pragma: no cover - interface
         """Create networks, losses and buffers from `parts`."""
@@ -207,5 +212,5 @@ class Method(Part):
         raise NotImplementedError
 
     def generator_for(self, direction: str) -> Generator:  # pragma: no cover - interface
-        """The generator that translates in `direction` ("AtoB" or "BtoA")."""
+        """The generator that translates in `direction` ("AtoB" or "BtoA"); KeyError for one it cannot."""
         raise NotImplementedError

@@ -113,6 +113,10 @@ class PartBuilder:
         name, options = self.recipe.part("buffer")
         return self.registry.create("buffer", name, **options)
 
+    def options_of(self, part: Any) -> dict[str, Any]:
+        """The resolved options a network built here was given."""
+        return dict(self.built[id(part)][2])
+
 
 class Stepper:
     """Optimizers and precision for one method: what `Method.step` calls to update weights."""
@@ -210,6 +214,10 @@ class Trainer:
 
         method_name, method_options = recipe.part("method")
         self.method: Method = self.registry.create("method", method_name, **method_options)
+        if self.method.paired_data and not getattr(self.dataset, "paired", False):
+            raise I2IError(f"method {method_name!r} needs paired data, but dataset {data_name!r} is unpaired: use"
+                           " data.name = \"aligned\" (A|B side-by-side images), or synthetic data with"
+                           " data.paired = true")
         self.builder = PartBuilder(recipe, self.registry)
         self.method.build(self.builder)
         self.networks = self.method.networks()

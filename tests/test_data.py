@@ -371,9 +371,41 @@ def test_registered_through_the_entry_point() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # other plugins of this package may fail to load; not our concern here
         registry.load_entry_points()
-    assert registry.available("dataset") == ["synthetic", "unpaired"]
+    assert registry.available("dataset") == ["aligned", "synthetic", "unpaired"]
     data = registry.create("dataset", "synthetic", count=4)
     assert isinstance(data, Synthetic) and len(data.load("train", augment=True)) == 4
     assert registry.describe("dataset", "unpaired")["description"].startswith("Unpaired images from folders")
     with pytest.raises(I2IError, match="set data.root"):
         registry.create("dataset", "unpaired")
+
+
+def test_synthetic_pairs_are_striped_twins_cropped_alike() -> None:
+    items = Synthetic(count=4, load_size=40, crop_size=32, paired=True).load("train", augment=True)
+    torch.manual_seed(3)
+    item = items[1]
+    assert item["A_path"] == "synthetic/trainA/00001.png" and item["B_path"] == "synthetic/trainB/00001.png"
+    # where A shows background, so does its twin: the shapes sit in the same place after the shared crop/flip
+    background_a = (item["A"] > 0.6).all(0)
+    background_b = (item["B"] > 0.6).all(0)
+    assert (background_a == background_b).float().mean() > 0.97
+    assert local_variation(item["B"]) > 2 * local_variation(item["A"])
+
+
+def test_aligned_pairs_split_side_by_side_images(tmp_path) -> None:
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        pair = Image.new("RGB", (40, 20), (255, 0, 0))
+        pair.paste((0, 0, 255), (20, 0, 40, 20))  # A red on the left, B blue on the right
+        pair.save(tmp_path / split / "1.png")
+    from i2i.data import AlignedFolders
+
+    data = AlignedFolders(root=str(tmp_path), load_size=16, crop_size=16)
+    assert data.has_split("test")  # val/ stands in for test/, as in pix2pix's datasets
+    item = data.load("train", augment=True)[0]
+    assert item["A"][0].mean() == 1 and item["A"][2].mean() == -1
+    assert item["B"][2].mean() == 1 and item["B"][0].mean() == -1
+    swapped = AlignedFolders(root=str(tmp_path), load_size=16, crop_size=16, direction="BtoA")
+    assert swapped.load("test", augment=False)[0]["A"][2].mean() == 1
+    with pytest.raises(I2IError, match="no train/ folder .*unpaired"):
+        (tmp_path / "u" / "trainA").mkdir(parents=True)
+        AlignedFolders(root=str(tmp_path / "u"))

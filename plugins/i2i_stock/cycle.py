@@ -11,20 +11,7 @@ from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import (AdversarialLoss, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
                        ReconstructionLoss, Stepper)
-
-
-def _set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
-
-def _call(net: nn.Module, *batches: Tensor, batched: bool) -> list[Tensor]:
-    """net(b) for each batch; one call on the concatenation when `batched` (exact for per-sample norms)."""
-    if not batched or len(batches) == 1:
-        return [net(b) for b in batches]
-    out = net(torch.cat(batches, 0))
-    return list(out.split([b.shape[0] for b in batches], 0))
+from i2i_stock.steps import call, set_requires_grad
 
 
 class CycleMethod(Method):
@@ -90,14 +77,14 @@ class CycleMethod(Method):
         with optim.autocast():
             # G_A sees real_A (translation) and real_B (identity): one call when norms are per sample
             if use_identity:
-                fake_B, idt_A = _call(self.G_A, real_A, real_B, batched=self._batched(self.G_A))
-                fake_A, idt_B = _call(self.G_B, real_B, real_A, batched=self._batched(self.G_B))
+                fake_B, idt_A = call(self.G_A, real_A, real_B, batched=self._batched(self.G_A))
+                fake_A, idt_B = call(self.G_B, real_B, real_A, batched=self._batched(self.G_B))
             else:
                 fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
             rec_A = self.G_B(fake_B)
             rec_B = self.G_A(fake_A)
 
-            _set_requires_grad([self.D_A, self.D_B], False)
+            set_requires_grad([self.D_A, self.D_B], False)
             losses = {
                 "G_A": self.gan(self.D_A(fake_B), True) * self.w_gan,
                 "G_B": self.gan(self.D_B(fake_A), True) * self.w_gan,
@@ -115,7 +102,7 @@ class CycleMethod(Method):
         optim.backward(loss_G)
         optim.step("G")
 
-        _set_requires_grad([self.D_A, self.D_B], True)
+        set_requires_grad([self.D_A, self.D_B], True)
         with optim.autocast():
             # pools are queried in the reference's order (B's fakes first), so a pool fills as it does there
             pooled_B = self.fake_B_pool.query(fake_B.detach())
@@ -128,7 +115,7 @@ class CycleMethod(Method):
         return {name: value.detach() for name, value in losses.items()}
 
     def _discriminator_loss(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
-        pred_real, pred_fake = _call(net, real, fake, batched=self._batched(net))
+        pred_real, pred_fake = call(net, real, fake, batched=self._batched(net))
         loss = (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
         penalty = self.gan.penalty(net, real, fake)
         return loss if penalty is None else loss + penalty
