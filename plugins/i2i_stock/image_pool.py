@@ -51,7 +51,17 @@ class ImagePool(Buffer):
         self.images = [] if stored is None else [img.unsqueeze(0) for img in stored][: self.size]
 
 
+class NoBuffer(Buffer):
+    """No history: the discriminator sees the newest fakes only (as DualGAN and DiscoGAN)."""
+
+    name = "none"
+
+    def query(self, images: Tensor) -> Tensor:
+        """Return `images` unchanged."""
+        return images
+
+
 @hookimpl
 def i2i_buffers() -> list[type]:
-    """The stock buffer."""
-    return [ImagePool]
+    """The stock buffers."""
+    return [ImagePool, NoBuffer]

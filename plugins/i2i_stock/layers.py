@@ -13,9 +13,16 @@ from i2i.options import Option
 
 NORMS = ("instance", "batch", "none")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
+# The papers' nets double their width per stride-2 stage but stop at 8x the first stage's (C64 ... C512).
+MAX_WIDTH_MULT = 8
 
-NORM_OPTION = Option("norm", str, "instance", "normalization after each conv: instance, batch or none",
-                     choices=NORMS)
+
+def norm_option(default: str) -> Option:
+    """The `norm` option with `default`: the stock networks differ in their papers' default."""
+    return Option("norm", str, default, "normalization after each conv: instance, batch or none", choices=NORMS)
+
+
+NORM_OPTION = norm_option("instance")
 INIT_OPTIONS = (
     Option("init", str, "normal", "weight initialization: normal, xavier, kaiming or orthogonal", choices=INITS),
     Option("init_gain", float, 0.02, "scale of the normal/xavier/orthogonal initialization", min=0.0),
@@ -32,6 +39,11 @@ def norm_layer(name: str) -> Callable[[int], nn.Module]:
         # An Identity keeps a module in the slot so Sequential indices (and state-dict keys) match the other norms.
         return lambda channels: nn.Identity()
     raise I2IError(f"unknown norm {name!r}: choose one of {', '.join(NORMS)}")
+
+
+def stage_width(channels: int, stage: int) -> int:
+    """Filters of stage `stage` (0 = first) of a net whose first stage has `channels`: doubling, capped at 8x."""
+    return channels * min(2 ** stage, MAX_WIDTH_MULT)
 
 
 def conv_bias(norm: str) -> bool:

@@ -1,12 +1,13 @@
-"""The CycleGAN paper's losses: least-squares adversarial loss and L1 reconstruction."""
+"""The stock losses: adversarial (LSGAN, the original GAN, WGAN-GP) and reconstruction (L1, L2)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from i2i.hookspecs import hookimpl
+from i2i.options import Option
 from i2i.parts import AdversarialLoss, ReconstructionLoss
 
 
@@ -19,6 +20,48 @@ class LSGANLoss(AdversarialLoss):
         """Mean squared distance of `prediction` to the real (1) or fake (0) target."""
         target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
         return F.mse_loss(prediction, target)
+
+
+class VanillaGANLoss(AdversarialLoss):
+    """The original GAN loss (Goodfellow et al. 2014): binary cross-entropy of raw scores against 1 or 0."""
+
+    name = "vanilla"
+
+    def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:
+        """Mean binary cross-entropy of sigmoid(`prediction`) with the real (1) or fake (0) target."""
+        target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
+        # The logits form is the numerically stable one (no sigmoid that saturates to exactly 0 or 1).
+        return F.binary_cross_entropy_with_logits(prediction, target)
+
+
+class WGANGPLoss(AdversarialLoss):
+    """Wasserstein GAN with gradient penalty (Gulrajani et al. 2017): critic scores, unit gradient norm enforced."""
+
+    name = "wgangp"
+    options = (Option("gp_weight", float, 10.0, "weight of the gradient penalty (lambda; 0 disables it)",
+                      min=0.0),)
+
+    def __init__(self, *, gp_weight: float = 10.0) -> None:
+        super().__init__()
+        self.gp_weight = gp_weight
+
+    def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:
+        """The critic's loss term: minus the mean score for real targets, the mean score for fake ones."""
+        return -prediction.mean() if target_is_real else prediction.mean()
+
+    def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor | None:
+        """gp_weight * mean((||grad D(x)||_2 - 1)^2) at random points x between each real and fake image."""
+        if self.gp_weight == 0:
+            return None
+        # One mixing weight per sample, from torch's global RNG so that seeded runs repeat.
+        alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+        scores = discriminator(mixed)
+        # create_graph: the penalty is itself differentiated for the critic's update.
+        grad, = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+        # The tiny offset keeps the norm's derivative finite where a gradient is exactly zero (as the reference).
+        norms = (grad.flatten(1).float() + 1e-16).norm(2, dim=1)
+        return self.gp_weight * ((norms - 1) ** 2).mean()
 
 
 class L1Loss(ReconstructionLoss):
@@ -44,4 +87,4 @@ class L2Loss(ReconstructionLoss):
 @hookimpl
 def i2i_losses() -> list[type]:
     """The stock losses."""
-    return [LSGANLoss, L1Loss, L2Loss]
+    return [LSGANLoss, VanillaGANLoss, WGANGPLoss, L1Loss, L2Loss]

@@ -7,10 +7,7 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Discriminator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
-
-# Channel growth stops at 8x the first layer's width, as in the paper.
-_MAX_MULT = 8
+from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer, stage_width
 
 
 class PatchGANDiscriminator(Discriminator):
@@ -35,7 +32,7 @@ class PatchGANDiscriminator(Discriminator):
         seq: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         width = channels
         for n in range(1, layers + 1):
-            out = channels * min(2 ** n, _MAX_MULT)
+            out = stage_width(channels, n)
             # The last of these keeps the resolution (stride 1) and only widens the receptive field.
             stride = 2 if n < layers else 1
             seq += [nn.Conv2d(width, out, 4, stride=stride, padding=1, bias=bias), make_norm(out),
@@ -48,6 +45,16 @@ class PatchGANDiscriminator(Discriminator):
     def forward(self, x: Tensor) -> Tensor:
         """Raw scores (N, 1, H', W'), one per patch."""
         return self.model(x)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The activations after each LeakyReLU (`layers` + 1 maps), shallow to deep, for feature matching."""
+        features = []
+        x = images
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return features
 
 
 @hookimpl

@@ -1,0 +1,146 @@
+"""The pix2pix paper's U-Net generator: an encoder-decoder whose mirrored levels are joined by skip connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from i2i.hookspecs import hookimpl
+from i2i.options import Option
+from i2i.parts import Generator
+from i2i_stock.layers import INIT_OPTIONS, conv_bias, init_weights, norm_layer, norm_option, stage_width
+
+# Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
+_FIRST_DROPOUT_LEVEL = 4
+_KERNEL = 4
+
+# Indices inside a level's Sequential, which are part of the state-dict keys shared with the reference:
+# outermost conv, sub, relu, convT, tanh; middle lrelu, conv, norm, sub, relu, convT, norm, [dropout];
+# innermost lrelu, conv, relu, convT, norm.
+_OUTER_DOWN, _OUTER_SUB, _OUTER_UP = 0, 1, 3
+_DOWN, _SUB = 1, 3
+
+
+class UnetBlock(nn.Module):
+    """One U-Net level: downsample, the inner levels, upsample; all but the outermost concatenate their input."""
+
+    def __init__(self, outer: int, inner: int, *, input_channels: int, norm: str, submodule: UnetBlock | None,
+                 outermost: bool, dropout: bool) -> None:
+        super().__init__()
+        self.outermost = outermost
+        make_norm, bias = norm_layer(norm), conv_bias(norm)
+        # The skip connection doubles what the level above hands back up.
+        up_in = inner if submodule is None else inner * 2
+        down = nn.Conv2d(input_channels, inner, _KERNEL, stride=2, padding=1, bias=bias)
+        if outermost:
+            # No norm follows the last conv, so it always has a bias; the first conv follows the reference's rule.
+            up = nn.ConvTranspose2d(up_in, outer, _KERNEL, stride=2, padding=1)
+            # With downs = 1 an Identity holds the inner levels' slot, so the last conv keeps its index (key).
+            layers = [down, submodule or nn.Identity(), nn.ReLU(True), up, nn.Tanh()]
+        else:
+            up = nn.ConvTranspose2d(up_in, outer, _KERNEL, stride=2, padding=1, bias=bias)
+            # Not in place (the reference's is): the input is also the skip tensor. The parent's ReLU follows
+            # the concatenation, and relu(leaky_relu(x)) == relu(x), so the outputs are the same either way.
+            layers = [nn.LeakyReLU(0.2), down]
+            if submodule is not None:  # the innermost level (1x1 at the bottleneck) has no norm before going up
+                layers += [make_norm(inner), submodule]
+            layers += [nn.ReLU(True), up, make_norm(outer)]
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The level's output; inner levels return their input stacked on it (the skip connection)."""
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(Generator):
+    """U-Net generator of pix2pix: `downs` stride-2 levels with skip connections (8 for 256 px, 7 for 128 px)."""
+
+    name = "unet"
+    options = (
+        Option("downs", int, 8, "downsamplings: inputs shrink to 1x1 at 2**downs px (8 = unet_256, 7 = unet_128)",
+               min=1),
+        Option("channels", int, 64, "filters of the first conv layer; doubled per level up to 8x", min=1),
+        norm_option("batch"),
+        Option("dropout", bool, False, "dropout (p = 0.5) in the 8x-wide middle levels, as pix2pix (needs downs >= 6)"),
+        Option("in_channels", int, 3, "channels of the input images", min=1),
+        Option("out_channels", int, 3, "channels of the output images", min=1),
+        *INIT_OPTIONS,
+    )
+
+    def __init__(self, *, downs: int = 8, channels: int = 64, norm: str = "batch", dropout: bool = False,
+                 in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
+        super().__init__()
+        self.size_multiple = 2 ** downs
+        self.batch_independent = norm != "batch"
+        block: UnetBlock | None = None
+        # Built from the innermost level outwards, each wrapping the one below it.
+        for level in reversed(range(downs)):
+            outermost = level == 0
+            outer = out_channels if outermost else stage_width(channels, level - 1)
+            block = UnetBlock(outer, stage_width(channels, level), input_channels=in_channels if outermost else outer,
+                              norm=norm, submodule=block, outermost=outermost,
+                              dropout=dropout and _FIRST_DROPOUT_LEVEL <= level < downs - 1)
+        self.model = block
+        init_weights(self, init, init_gain)
+
+    @classmethod
+    def options_from_state_dict(cls, state: dict[str, Tensor]) -> dict[str, Any] | None:
+        """Options for a state dict with the reference UnetGenerator's keys (model.model.0.weight, ...), else None.
+
+        Dropout has no weights, so a checkpoint cannot tell it; it is off, which is what inference wants anyway.
+        """
+        def conv(key: str) -> tuple[int, ...] | None:
+            shape = tuple(state[key].shape) if key in state else None
+            return shape if shape is not None and len(shape) == 4 and shape[2:] == (_KERNEL, _KERNEL) else None
+
+        first, last = conv(f"model.model.{_OUTER_DOWN}.weight"), conv(f"model.model.{_OUTER_UP}.weight")
+        if first is None or last is None:
+            return None
+        channels, in_channels, out_channels = first[0], first[1], last[1]  # a ConvTranspose2d weight is (in, out)
+        # Each inner level is the submodule of the one above: model.model.1.model.3.model.3...
+        prefixes = ["model.model."]
+        if any(key.startswith(f"model.model.{_OUTER_SUB}.") for key in state):
+            prefixes.append(f"model.model.{_OUTER_SUB}.model.")
+            while any(key.startswith(f"{prefixes[-1]}{_SUB}.model.") for key in state):
+                prefixes.append(f"{prefixes[-1]}{_SUB}.model.")
+        downs = len(prefixes)
+        for level, prefix in enumerate(prefixes[1:], start=1):
+            down = conv(f"{prefix}{_DOWN}.weight")
+            if down is None or down[0] != stage_width(channels, level):
+                return None
+        norm = _norm_from_keys(state, biased=f"model.model.{_OUTER_DOWN}.bias" in state)
+        if norm is None:
+            return None
+        return {"downs": downs, "channels": channels, "norm": norm, "dropout": False,
+                "in_channels": in_channels, "out_channels": out_channels}
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Translate a batch of images in [-1, 1] (sides multiples of 2**downs) to images of the same size."""
+        return self.model(x)
+
+
+def _norm_from_keys(state: dict[str, Tensor], biased: bool) -> str | None:
+    """The norm a reference U-Net state dict was saved with, from its conv biases and norm tensors."""
+    # Norm weights are the only 1-D weights; old reference checkpoints also carry running stats for instance
+    # norms (dropped by `i2i convert`), so only an affine weight marks batch norm.
+    affine = any(key.endswith(".weight") and value.dim() == 1 for key, value in state.items())
+    running = any(key.endswith(".running_mean") for key in state)
+    if biased and not affine:
+        return "instance"
+    if affine and running and not biased:
+        return "batch"
+    if not (biased or affine or running):
+        return "none"
+    return None
+
+
+@hookimpl
+def i2i_generators() -> list[type[Generator]]:
+    """The stock U-Net generator."""
+    return [UnetGenerator]
