@@ -71,17 +71,21 @@ class Registry:
         self.failures: list[LoadFailure] = []
         self.conflicts: list[str] = []
         self._packages: dict[str, str] = {}
+        self._loaded: set[tuple[str, str, str]] = set()
         self._parts: dict[str, dict[str, PartInfo]] | None = None
 
     def load_entry_points(self) -> None:
         """Load every plugin in the `i2i` entry-point group; a failing one is recorded and the rest load."""
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             package = ep.dist.name if ep.dist is not None else "?"
-            if self.manager.has_plugin(ep.name):
+            if (package, ep.name, ep.value) in self._loaded:
                 continue
+            self._loaded.add((package, ep.name, ep.value))
+            # Entry-point names are chosen per package, so two packages may both use e.g. "losses".
+            name = ep.name if not self.manager.has_plugin(ep.name) else f"{ep.name}@{package}"
             try:
                 plugin = ep.load()
-                self.register(plugin, name=ep.name, package=package)
+                self.register(plugin, name=name, package=package)
             except Exception as exc:  # a broken third-party plugin must not take the others down
                 failure = LoadFailure(ep.name, package, f"{type(exc).__name__}: {exc}")
                 self.failures.append(failure)

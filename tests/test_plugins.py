@@ -39,6 +39,9 @@ def test_installed_package_adds_a_part(plugin_env):
     assert listing.code == 0, listing.err
     rows = {line.split()[1]: line.split()[2] for line in listing.out.splitlines() if line.startswith(" generator")}
     assert rows["tinyconv"] == "i2i-example" and rows["resnet"] == "i2i"
+    losses = run_module("list", "loss", env={**plugin_env, "COLUMNS": "200"}).out
+    # its entry point is named "losses" like the stock one, and both packages' losses load
+    assert "charbonnier" in losses and "lsgan" in losses
     info = run_module("info", "generator", "tinyconv", env=plugin_env)
     assert "i2i-example" in info.out and "layers" in info.out
 

@@ -1,0 +1,315 @@
+"""Helpers for a plugin author's own tests: check a part against the contract the core relies on, train briefly.
+
+    from i2i.testing import SMOKE_RECIPE, check_part, run_recipe
+
+    def test_my_generator():
+        check_part("generator", "mygen", channels=4)        # defaults, options, shapes, finiteness, gradients
+
+    def test_my_generator_trains(tmp_path):
+        run_recipe(SMOKE_RECIPE, "generator.name=mygen", out=tmp_path / "run")
+
+Both look parts up in the installed registry (entry points), so install your package first, e.g.
+``pip install -e .``. Failures raise AssertionError with a message saying what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+from torch import Tensor, nn
+
+from i2i.errors import I2IError
+from i2i.parts import AdversarialLoss, Buffer, Dataset, Discriminator, Generator, Part, ReconstructionLoss
+from i2i.registry import Registry, default_registry
+
+__all__ = ["SMOKE_RECIPE", "check_part", "run_recipe"]
+
+#: A tiny CycleGAN of stock parts on built-in synthetic data; a few steps take seconds on a CPU. Swap in your
+#: part with an override such as "generator.name=mygen": the keys the stock part takes and yours does not
+#: (e.g. `blocks`) are dropped.
+SMOKE_RECIPE: dict[str, Any] = {
+    "run": {"name": "smoke", "seed": 0, "device": "cpu"},
+    "data": {"name": "synthetic", "count": 4, "load_size": 36, "crop_size": 32, "batch_size": 1, "workers": 0},
+    "method": {"name": "cycle"},
+    "generator": {"name": "resnet", "blocks": 1, "channels": 4},
+    "discriminator": {"name": "patchgan", "layers": 2, "channels": 4},
+    "loss": {"adversarial": {"name": "lsgan"}, "cycle": {"name": "l1", "weight": 10.0},
+             "identity": {"name": "l1", "weight": 0.5}},
+    "buffer": {"name": "image_pool", "size": 4},
+    "train": {"epochs": 1, "decay_epochs": 0, "max_steps": 2, "checkpoint_every": 0, "log_every": 1,
+              "samples": 1},
+}
+
+_BATCH = 2
+
+
+def check_part(kind: str, name: str, /, *, registry: Registry | None = None, size: int = 32,
+               **options: Any) -> Part:
+    """Check installed part `name` of `kind` against the core's contract and return it built with `options`.
+
+    Every kind: the part is registered under that name by one package only, has a description, declares
+    unique options whose defaults pass their own checks and equal the constructor's keyword defaults, and builds
+    with its defaults (datasets excepted: they may need a data root) and with `options`. Then, on the part
+    built with `options` (pass small widths; image sides are `size` rounded up to `size_multiple`):
+
+    - generator: output shape = input shape (with out_channels), finite; gradients reach the parameters;
+      batch_independent holds; options_from_state_dict, if it recognises the part's own weights, rebuilds it.
+    - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds;
+      features(), if implemented, is a list of finite maps.
+    - adversarial loss: finite scalars for both targets with a gradient to the prediction; penalty(), if any.
+    - reconstruction loss: 0 on identical images, >= 0 otherwise, with a gradient to the output.
+    - buffer: answers have the query's shape; a copy restored from state_dict() answers the same.
+    - dataset: the first training item holds "A" and "B" images (C, H, W) in [-1, 1].
+    - method: the checks every kind gets; train it with `run_recipe`.
+    """
+    registry = registry or default_registry()
+    try:
+        info = registry.info(kind, name)
+    except I2IError as exc:
+        failures = "".join(f"; {failure}" for failure in registry.failures)
+        raise AssertionError(f"{exc}. Is the package installed (pip install -e .) and does its pyproject.toml"
+                             f" name the module in [project.entry-points.i2i]?{failures}") from None
+    cls = info.cls
+    label = f"{kind} {name!r} ({cls.__module__}.{cls.__qualname__}, package {info.package})"
+    clashes = [c for c in registry.conflicts if c.startswith(f"{kind} {name!r} ")]
+    _expect(not clashes, label, "; ".join(clashes) + ": pick another name")
+    _expect(bool(cls.description()), label, "has no description: give the class a docstring whose first line"
+            " says what it is (i2i list shows it)")
+    _check_options(cls, label)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG stream stays as it was
+        torch.manual_seed(0)
+        try:
+            if kind != "dataset":  # a dataset's defaults may lack the folder it reads (data.root)
+                registry.create(kind, name)
+            part = registry.create(kind, name, **options)
+        except I2IError as exc:
+            raise AssertionError(f"{label}: {exc}") from None
+        checks = {"generator": _check_generator, "discriminator": _check_discriminator, "loss": _check_loss,
+                  "buffer": _check_buffer, "dataset": _check_dataset}
+        if kind in checks:
+            checks[kind](part, label, size, registry.resolve_options(kind, name, options))
+    return part
+
+
+def run_recipe(recipe: str | Path | Mapping[str, Any], *overrides: str, out: str | Path, steps: int = 2,
+               registry: Registry | None = None) -> Path:
+    """Train `recipe` (a TOML file or a recipe table such as SMOKE_RECIPE) for `steps` steps into `out`.
+
+    `overrides` are `--set` values ("generator.name=mygen"); they come after the step cap, so they may change
+    it. Returns the run folder after checking that it holds the resolved recipe, metrics and a checkpoint.
+    """
+    from i2i.recipe import load_recipe
+    from i2i.train import train
+
+    out = Path(out)
+    registry = registry or default_registry()
+    # A few steps, one report sample, no loader processes (starting them costs more than the steps): the point is
+    # that the parts fit together, not what they learn.
+    settings = [f"train.max_steps={steps}", f"train.log_every={steps}", "train.samples=1", "data.workers=0",
+                *overrides]
+    with tempfile.TemporaryDirectory() as scratch:
+        if isinstance(recipe, Mapping):
+            path = Path(scratch) / "recipe.toml"
+            path.write_bytes(tomli_w.dumps(dict(recipe)).encode())
+        else:
+            path = Path(recipe)
+        try:
+            run_dir = train(load_recipe(path, settings, registry), out, registry=registry)
+        except I2IError as exc:
+            where = "the recipe table" if isinstance(recipe, Mapping) else str(path)
+            raise AssertionError(f"training {where} with {list(overrides)} failed: "
+                                 f"{str(exc).replace(f'{path}: ', '')}") from None
+    for needed in ("recipe.toml", "metrics.jsonl", "checkpoints/step-*"):
+        _expect(any(run_dir.glob(needed)), f"run {run_dir}", f"has no {needed} after training")
+    return run_dir
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+
+
+def _expect(condition: bool, label: str, problem: str) -> None:
+    if not condition:
+        raise AssertionError(f"{label} {problem}")
+
+
+def _check_options(cls: type[Part], label: str) -> None:
+    """Declared options are unique, valid and exactly the constructor's keywords with the same defaults."""
+    names = [o.name for o in cls.options]
+    _expect(len(names) == len(set(names)), label, f"declares an option twice: {names}")
+    for option in cls.options:
+        try:
+            option.check(option.default, f"option {option.name!r}'s default")
+        except I2IError as exc:
+            raise AssertionError(f"{label}: {exc}") from None
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {n: p for n, p in list(params.items())[1:]
+             if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    for option in cls.options:
+        param = named.get(option.name)
+        if param is None:
+            _expect(takes_any, label, f"declares option {option.name!r} but __init__ has no such keyword: the"
+                    " core passes every declared option as a keyword argument")
+        elif param.default is not inspect.Parameter.empty:
+            _expect(param.default == option.default, label,
+                    f"option {option.name!r}: declared default {option.default!r} differs from __init__'s"
+                    f" {param.default!r}; make them equal so code and recipes build the same part")
+    for pname, param in named.items():
+        _expect(pname in names or param.default is not inspect.Parameter.empty, label,
+                f"__init__ requires {pname!r}, which is not a declared option: declare it or give it a default")
+
+
+def _finite(tensor: Any, label: str, what: str) -> Tensor:
+    _expect(isinstance(tensor, Tensor), label, f"{what} is {type(tensor).__name__}, not a tensor")
+    _expect(bool(torch.isfinite(tensor).all()), label, f"{what} has NaN or inf values")
+    return tensor
+
+
+def _check_gradients(net: nn.Module, output: Tensor, label: str) -> None:
+    params = [p for p in net.parameters() if p.requires_grad]
+    _expect(bool(params), label, "has no trainable parameters")
+    net.zero_grad(set_to_none=True)
+    output.float().mean().backward()
+    reached = [p for p in params if p.grad is not None]
+    _expect(bool(reached), label, "gets no gradient in any parameter: is the output detached?")
+    for p in reached:
+        _finite(p.grad, label, "a parameter's gradient")
+
+
+def _check_batching(net: nn.Module, images: Tensor, output: Tensor, label: str) -> None:
+    """A part that says batch_independent must give each sample the output it gets alone (methods batch calls)."""
+    if not getattr(net, "batch_independent", True):
+        return
+    with torch.no_grad():
+        alone = torch.cat([net(images[i:i + 1]) for i in range(images.shape[0])], 0)
+    _expect(torch.allclose(alone, output.detach(), atol=1e-5, rtol=1e-4), label,
+            "says batch_independent = True but a sample's output changes with the rest of the batch (batch norm?):"
+            " set batch_independent = False")
+
+
+def _network_input(net: nn.Module, resolved: dict[str, Any], size: int) -> Tensor:
+    multiple = getattr(net, "size_multiple", 1)
+    side = multiple * math.ceil(size / multiple)
+    return torch.rand(_BATCH, resolved.get("in_channels", 3), side, side) * 2 - 1
+
+
+def _train_deterministically(net: nn.Module) -> None:
+    # Train mode (the norms behave as in training) with dropout off, so the batching check compares like with like.
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()
+
+
+def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(net, Generator) and isinstance(net, nn.Module), label, "is not a Generator nn.Module")
+    _train_deterministically(net)
+    images = _network_input(net, resolved, size)
+    output = _finite(net(images), label, "output")
+    expected = (_BATCH, resolved.get("out_channels", images.shape[1]), *images.shape[2:])
+    _expect(tuple(output.shape) == expected, label,
+            f"maps input {tuple(images.shape)} to {tuple(output.shape)}, expected {expected}: a generator keeps"
+            " the image size (set size_multiple if sides must divide by something)")
+    _check_batching(net, images, output, label)
+    _check_gradients(net, output, label)
+    found = type(net).options_from_state_dict(net.state_dict())
+    if found is not None:
+        # A part that recognises state dicts must at least recognise its own, rebuilding the same network.
+        try:
+            type(net)(**found).load_state_dict(net.state_dict())
+        except (RuntimeError, TypeError) as exc:
+            raise AssertionError(f"{label}: options_from_state_dict gave {found}, which does not load the"
+                                 f" part's own weights: {exc}") from None
+
+
+def _check_discriminator(net: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(net, Discriminator) and isinstance(net, nn.Module), label,
+            "is not a Discriminator nn.Module")
+    _train_deterministically(net)
+    images = _network_input(net, resolved, size)
+    output = _finite(net(images), label, "output")
+    _expect(output.dim() >= 1 and output.shape[0] == _BATCH, label,
+            f"returns shape {tuple(output.shape)} for a batch of {_BATCH}: scores need the batch dimension first")
+    _check_batching(net, images, output, label)
+    _check_gradients(net, output, label)
+    if type(net).features is not Discriminator.features:
+        features = net.features(images)
+        _expect(isinstance(features, list) and bool(features), label, "features() must return a non-empty list")
+        for feature in features:
+            _finite(feature, label, "a feature map")
+            _expect(feature.shape[0] == _BATCH, label, "returns a feature map without the batch dimension first")
+
+
+def _check_loss(loss: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(loss, (AdversarialLoss, ReconstructionLoss)), label,
+            "must subclass AdversarialLoss or ReconstructionLoss")
+    if isinstance(loss, AdversarialLoss):
+        for target in (True, False):
+            prediction = torch.randn(_BATCH, 1, 4, 4, requires_grad=True)
+            value = _scalar(loss(prediction, target), label, f"loss(prediction, {target})")
+            value.backward()
+            _expect(prediction.grad is not None and bool(prediction.grad.abs().sum() > 0), label,
+                    f"loss(prediction, {target}) gives the prediction no gradient")
+        net = nn.Conv2d(3, 1, 3, padding=1)
+        real, fake = torch.rand(_BATCH, 3, 8, 8) * 2 - 1, torch.rand(_BATCH, 3, 8, 8) * 2 - 1
+        penalty = loss.penalty(net, real, fake)
+        if penalty is not None:
+            _scalar(penalty, label, "penalty(D, real, fake)").backward()
+            _expect(net.weight.grad is not None, label, "penalty(D, real, fake) gives D no gradient")
+        return
+    output = torch.rand(_BATCH, 3, 8, 8, requires_grad=True)
+    same = _scalar(loss(output, output.detach().clone()), label, "loss(x, x)").item()
+    _expect(abs(same) < 1e-6, label, f"is {same} between identical images; it must be 0")
+    value = _scalar(loss(output, torch.rand(_BATCH, 3, 8, 8)), label, "loss(output, target)")
+    _expect(value.item() >= 0, label, f"is negative ({value.item()}) on different images")
+    value.backward()
+    _expect(output.grad is not None and bool(output.grad.abs().sum() > 0), label,
+            "gives the output no gradient")
+
+
+def _scalar(value: Any, label: str, what: str) -> Tensor:
+    _finite(value, label, what)
+    _expect(value.dim() == 0, label, f"{what} has shape {tuple(value.shape)}; a loss returns a scalar")
+    return value
+
+
+def _check_buffer(buffer: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(buffer, Buffer), label, "is not a Buffer")
+    for _ in range(3):
+        images = torch.rand(_BATCH, 3, 8, 8)
+        answer = _finite(buffer.query(images), label, "query()'s answer")
+        _expect(answer.shape == images.shape, label,
+                f"answers a query of {tuple(images.shape)} with {tuple(answer.shape)}; shapes must match")
+    state = buffer.state_dict()
+    _expect(isinstance(state, dict) and all(isinstance(v, Tensor) for v in state.values()), label,
+            "state_dict() must map names to tensors")
+    # A copy restored from the saved state must answer exactly as the original does: that is what resume needs.
+    restored = type(buffer)(**resolved)
+    restored.load_state_dict({k: v.clone() for k, v in state.items()})
+    queries = [torch.rand(_BATCH, 3, 8, 8) for _ in range(3)]
+    rng = torch.get_rng_state()
+    original = [buffer.query(q) for q in queries]
+    torch.set_rng_state(rng)
+    copied = [restored.query(q) for q in queries]
+    _expect(all(torch.equal(a, b) for a, b in zip(original, copied)), label,
+            "answers differently after load_state_dict(state_dict()): save everything query() depends on, and"
+            " draw random numbers from torch's global RNG")
+
+
+def _check_dataset(dataset: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(dataset, Dataset), label, "is not a Dataset")
+    items = dataset.load("train", augment=True)
+    if len(items) == 0:
+        return  # e.g. a folder dataset built with its default (empty) root: nothing more to look at
+    item = items[0]
+    for key in ("A", "B"):
+        image = _finite(item.get(key) if isinstance(item, dict) else None, label, f"item[{key!r}]")
+        _expect(image.dim() == 3 and float(image.min()) >= -1 and float(image.max()) <= 1, label,
+                f"item[{key!r}] must be a (C, H, W) tensor in [-1, 1], got shape {tuple(image.shape)}")
