@@ -186,6 +186,108 @@ def convert(reference: Path, out: Path | None) -> None:
                  soft_wrap=True)
 
 
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
+              help="A recipe key and the values to try (repeatable: every combination runs).")
+@click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=V,KEY=V",
+              help="A named set of overrides to try (repeatable), e.g. no_cycle:loss.cycle.weight=0.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
+@click.option("--out", type=click.Path(path_type=Path), help="Sweep folder (default runs/<run.name>-sweep).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Runs at once.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted sweep; finished runs are not redone.")
+def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overrides: tuple[str, ...],
+          out: Path | None, jobs: int, resume: bool) -> None:
+    """Train one run of RECIPE per combination, then compare them on one page."""
+    from i2i.sweep import sweep as run_sweep
+
+    def show(event: str, combo, detail: str) -> None:
+        style = {"finished": "green", "failed": "red"}.get(event, "")
+        text = Text(f"{event:>8}  {combo.name}" + (f"  ({detail})" if detail else ""), style=style)
+        stderr.print(text, highlight=False, soft_wrap=True)
+
+    result = run_sweep(recipe, list(grid), list(overrides), out, list(variants), jobs, resume, show)
+    stdout.print(f"{len(result.finished)} finished, {len(result.skipped)} skipped (done before),"
+                 f" {len(result.failed)} failed; runs in {result.out}", highlight=False, markup=False)
+    if result.compare:
+        stdout.print(f"comparison: {result.compare}", highlight=False, markup=False)
+    if result.failed:
+        raise I2IError(f"{len(result.failed)} of the sweep's runs failed: {', '.join(result.failed)}"
+                       f" (logs in {result.out / 'logs'}); fix and rerun with --resume")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, metavar="RUN [RUN]...", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("compare"), show_default=True,
+              help="Folder for compare.html, compare.csv and their images.")
+@click.option("--samples", type=click.IntRange(min=0), default=4, show_default=True, metavar="N",
+              help="Held-out images translated by every run (0: none).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (for translating).")
+def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> None:
+    """Compare RUN folders: differing recipe keys, final losses and metrics, loss curves, translations."""
+    from i2i.compare import compare_runs
+
+    result = compare_runs(list(runs), out, samples=samples, device=device)
+    stdout.print(result.table, highlight=False, markup=False, soft_wrap=True, end="")
+    for note in result.notes:
+        stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    stdout.print(f"comparison: {result.html}  (table: {result.csv})", highlight=False, markup=False,
+                 soft_wrap=True)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), metavar="ROOT",
+              help="Dataset folder (default: the run's data.root, or its synthetic data).")
+@click.option("--split", default="test", show_default=True, help="Which split to measure on (test/, testA/...).")
+@click.option("--inception-weights", type=click.Path(path_type=Path), metavar="FILE",
+              help="torchvision's inception_v3 weights (.pth or .safetensors) for FID and KID; never downloaded.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
+              help="Images translated together.")
+@click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="the recipe's crop",
+              help="Resize images to N x N instead of the recipe's load_size and centre crop_size.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, batch_size: int,
+             size: int | None, device: str) -> None:
+    """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
+    from i2i.evaluate import evaluate as run_evaluation
+
+    bar = Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+    task = bar.add_task("evaluate", total=None)
+
+    def show(done: int, total: int) -> None:
+        if not bar.live.is_started:  # shown from the first batch on, so errors before that print alone
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
+                                batch_size=batch_size, device=device, size=size, on_progress=show)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    columns = [c for c in ("images", "l1", "psnr", "ssim", "cycle_l1", "fid", "kid", "kid_std")
+               if any(c in m for m in report["metrics"].values())]
+    table = Table(box=None, header_style="bold")
+    for column in ("direction", *columns):
+        table.add_column(column, justify="left" if column == "direction" else "right")
+    for direction, found in report["metrics"].items():
+        table.add_row(direction, *(_metric_text(found.get(c, "")) for c in columns))
+    stdout.print(f"{report['run']} at {report['checkpoint']} on {report['data']['split']}"
+                 f" ({report['data']['dataset']}{', ' + report['data']['root'] if report['data']['root'] else ''})",
+                 highlight=False, markup=False, soft_wrap=True)
+    stdout.print(table)
+    stdout.print(f"metrics: {Path(report['run']) / 'metrics.json'}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _metric_text(value: object) -> str:
+    """A metric for the table: integers as they are, others to 4 significant digits, null as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line each, without the source location a user cannot act on."""
     stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)

@@ -119,17 +119,24 @@ def _ema(values: list[float]) -> list[float]:
     return out
 
 
+def panel_figure(panels: int, top_inches: float = 0.0) -> tuple[Figure, int, int]:
+    """A figure sized for `panels` subplots in up to 3 columns (and `top_inches` above them): fig, nrows, ncols."""
+    ncols = min(3, max(1, panels))
+    nrows = max(1, math.ceil(panels / ncols))
+    width, height = 4.2 * ncols, 2.8 * nrows + top_inches
+    # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, no leaked figures.
+    fig = Figure(figsize=(width, height), dpi=100)
+    # Fixed margins rather than a layout engine: constrained layout doubled the time of each report update.
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.5 / height,
+                        top=1 - (0.3 + top_inches) / height, wspace=0.25, hspace=0.55)
+    FigureCanvasAgg(fig)
+    return fig, nrows, ncols
+
+
 def plot_losses(records: list[dict], path: Path) -> None:
     """Plot one subplot per loss name against step (raw line plus EMA when long) and save it as a PNG."""
     series = _loss_series(records)
-    ncols = min(3, max(1, len(series)))
-    nrows = max(1, math.ceil(len(series) / ncols))
-    # Figure + FigureCanvasAgg instead of pyplot: no global backend switch, no leaked figures.
-    fig = Figure(figsize=(4.2 * ncols, 2.8 * nrows), dpi=100)
-    # Fixed margins rather than a layout engine: constrained layout doubled the time of each report update.
-    fig.subplots_adjust(left=0.5 / (4.2 * ncols), right=1 - 0.15 / (4.2 * ncols), bottom=0.5 / (2.8 * nrows),
-                        top=1 - 0.3 / (2.8 * nrows), wspace=0.25, hspace=0.55)
-    FigureCanvasAgg(fig)
+    fig, nrows, ncols = panel_figure(len(series))
     if not series:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no losses logged yet", ha="center", va="center", transform=ax.transAxes)
@@ -219,11 +226,17 @@ def _sample_html(run_dir: Path, step: int, png: Path) -> str:
         columns = [str(c) for c in meta.get("columns", [])]
     except (OSError, ValueError, AttributeError):
         columns = []
+    return grid_html(png, _href(png.relative_to(run_dir)), f"step {step}", columns, f"samples at step {step}")
+
+
+def grid_html(png: Path, href: str, caption: str, columns: list[str], alt: str,
+              titles: list[str] | None = None) -> str:
+    """A figure showing the save_samples grid `png` (linked as `href`) with a label over each column."""
     try:
         with Image.open(png) as im:  # reads only the header
             width, height = im.size
     except OSError:
-        return f'<figure><figcaption>step {step}</figcaption><p class="empty">unreadable image</p></figure>'
+        return f'<figure><figcaption>{_esc(caption)}</figcaption><p class="empty">unreadable image</p></figure>'
     # Upscale small cells 2-3x (pixelated) so 64 px samples are visible; large ones stay 1x.
     cell = (width - PAD) / len(columns) - PAD if columns else width
     scale = min(3, max(1, math.ceil(192 / max(cell, 1))))
@@ -232,22 +245,29 @@ def _sample_html(run_dir: Path, step: int, png: Path) -> str:
         # Each label spans one cell plus one pad; offsetting by half a pad centres it over its image.
         # Percent padding is relative to the figure width, so it stays right when max-width shrinks it.
         half = PAD / 2 / width * 100
-        labels = "".join(f"<span>{_esc(c)}</span>" for c in columns)
+        titles = titles or columns  # a hover title shows a label the ellipsis cut
+        labels = "".join(f'<span title="{_esc(t)}">{_esc(c)}</span>' for c, t in zip(columns, titles))
         header = (f'<div class="cols" style="grid-template-columns:repeat({len(columns)},1fr);'
                   f'padding:0 {half:.4f}%">{labels}</div>')
-    href = _esc(_href(png.relative_to(run_dir)))
-    return (f'<figure><figcaption>step {step}</figcaption>'
+    href = _esc(href)
+    return (f'<figure><figcaption>{_esc(caption)}</figcaption>'
             f'<a class="sample" href="{href}" style="width:{width * scale}px">{header}'
-            f'<img src="{href}" width="{width}" height="{height}" loading="lazy" alt="samples at step {step}"></a>'
+            f'<img src="{href}" width="{width}" height="{height}" loading="lazy" alt="{_esc(alt)}"></a>'
             f'</figure>')
+
+
+def latest_losses(records: list[dict]) -> dict[str, Any]:
+    """Each loss name's most recent logged value, names in order of first appearance."""
+    latest: dict[str, Any] = {}
+    for record in records:  # a method may log some losses only on some steps; keep each one's latest
+        if isinstance(record.get("losses"), dict):
+            latest.update(record["losses"])
+    return latest
 
 
 def _summary_html(run_dir: Path, records: list[dict]) -> str:
     last = records[-1]
-    latest_losses: dict[str, Any] = {}
-    for record in records:  # a method may log some losses only on some steps; show each one's latest
-        if isinstance(record.get("losses"), dict):
-            latest_losses.update(record["losses"])
+    losses = latest_losses(records)
     items = [("step", last.get("step", "?")), ("records", len(records))]
     if "epoch" in last:
         items.append(("epoch", last["epoch"]))
@@ -259,13 +279,21 @@ def _summary_html(run_dir: Path, records: list[dict]) -> str:
     if ckpts:
         items.append(("checkpoints", f"{len(ckpts)} (latest {ckpts[-1]})"))
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
-    if latest_losses:
-        head = "".join(f"<th>{_esc(k)}</th>" for k in latest_losses)
-        row = "".join(f"<td>{_esc(_fmt_num(v))}</td>" for v in latest_losses.values())
+    if losses:
+        head = "".join(f"<th>{_esc(k)}</th>" for k in losses)
+        row = "".join(f"<td>{_esc(_fmt_num(v))}</td>" for v in losses.values())
         table = f"<table><tr>{head}</tr><tr>{row}</tr></table>"
     else:
         table = '<p class="empty">no losses in the logged records</p>'
     return f'<div class="card"><dl>{dl}</dl>{table}</div>'
+
+
+def html_page(title: str, parts: list[str], css: str = "") -> str:
+    """A self-contained HTML page: the report's style (plus `css`), then `parts` in order."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>{_esc(title)}</title><style>{_CSS}{css}</style></head>\n"
+            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
 
 
 def write_report(run_dir: Path) -> Path:
@@ -296,10 +324,7 @@ def write_report(run_dir: Path) -> Path:
     parts.append("<h2>Recipe</h2>")
     parts.append(f"<pre>{_esc(recipe_text)}</pre>" if recipe_text else '<p class="empty">No recipe.toml.</p>')
 
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>i2i report: {_esc(name)}</title><style>{_CSS}</style></head>\n"
-            "<body><main>\n" + "\n".join(parts) + "\n</main></body></html>\n")
+    page = html_page(f"i2i report: {name}", parts)
     out = run_dir / "report.html"
     with atomic_file(out, "w") as f:
         f.write(page)

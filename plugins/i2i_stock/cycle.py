@@ -21,6 +21,8 @@ class CycleMethod(Method):
     options = (
         Option("batch_calls", bool, True,
                "run calls that share weights as one batch when the parts allow it (same math, faster)"),
+        Option("cycle", str, "both", "which cycle losses count: both, forward (A->B->A) or backward (B->A->B),"
+               " for the paper's ablation", choices=("both", "forward", "backward")),
     )
     losses = {
         "adversarial": LossSlot(AdversarialLoss, "lsgan", 1.0, "GAN loss for G_A/D_A and G_B/D_B"),
@@ -33,8 +35,10 @@ class CycleMethod(Method):
     }
     parts = ("generator", "discriminator", "buffer")
 
-    def __init__(self, batch_calls: bool = True) -> None:
+    def __init__(self, batch_calls: bool = True, cycle: str = "both") -> None:
         self.batch_calls = batch_calls
+        self.forward_cycle = cycle in ("both", "forward")
+        self.backward_cycle = cycle in ("both", "backward")
 
     def build(self, parts: PartFactory) -> None:
         """Two generators (A->B, B->A), a discriminator per domain, a fake pool per domain."""
@@ -81,16 +85,18 @@ class CycleMethod(Method):
                 fake_A, idt_B = call(self.G_B, real_B, real_A, batched=self._batched(self.G_B))
             else:
                 fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
-            rec_A = self.G_B(fake_B)
-            rec_B = self.G_A(fake_A)
+            rec_A = self.G_B(fake_B) if self.forward_cycle else None
+            rec_B = self.G_A(fake_A) if self.backward_cycle else None
 
             set_requires_grad([self.D_A, self.D_B], False)
             losses = {
                 "G_A": self.gan(self.D_A(fake_B), True) * self.w_gan,
                 "G_B": self.gan(self.D_B(fake_A), True) * self.w_gan,
-                "cycle_A": self.cycle(rec_A, real_A) * self.w_cycle,
-                "cycle_B": self.cycle(rec_B, real_B) * self.w_cycle,
             }
+            if rec_A is not None:
+                losses["cycle_A"] = self.cycle(rec_A, real_A) * self.w_cycle
+            if rec_B is not None:
+                losses["cycle_B"] = self.cycle(rec_B, real_B) * self.w_cycle
             if use_identity:
                 losses["idt_A"] = self.identity(idt_A, real_B) * self.w_identity
                 losses["idt_B"] = self.identity(idt_B, real_A) * self.w_identity
