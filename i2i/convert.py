@@ -7,25 +7,21 @@ whether it recognises the state dict's key layout; the first whose built network
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from i2i.checkpoint import part_metadata
 from i2i.atomic import atomic_file
+from i2i.checkpoint import part_metadata
 from i2i.errors import I2IError, first_line
 from i2i.registry import Registry, default_registry
+from i2i.weights import read_weights
 
-__all__ = ["ConvertResult", "convert", "drop_stale_instance_norm_stats", "options_text", "read_state_dict"]
+__all__ = ["ConvertResult", "convert", "drop_stale_instance_norm_stats", "options_text"]
 
-# Where training scripts commonly nest the weights inside a saved dict.
-_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "netG", "generator", "params")
-_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 @dataclass
@@ -37,56 +33,6 @@ class ConvertResult:
     tensors: int
     source: Path
     out: Path
-
-
-def read_state_dict(reference: Path | str) -> dict[str, Tensor]:
-    """The tensors of a .pth state dict, unwrapped from {"state_dict": ...} and DataParallel's `module.`."""
-    path = Path(reference).expanduser()
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise I2IError(f"cannot convert {path}: it {what}; pass a generator checkpoint such as latest_net_G_A.pth")
-    try:
-        with warnings.catch_warnings():
-            # torch warns about pickle protocols its safe unpickler may not cover; failures are reported below.
-            warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, ... for bad files
-        text = str(exc)
-        if "Weights only load failed" in text:
-            detail = next((line.strip() for line in text.splitlines()
-                           if line.strip() and not line.strip().startswith(_BOILERPLATE)), "")
-            detail = detail.removeprefix("WeightsUnpickler error:").strip().rstrip(".")
-            raise I2IError(f"cannot convert {path}: it is not a plain state dict of tensors (refused to unpickle"
-                           f" it: {detail or 'it holds objects other than tensors'})") from None
-        raise I2IError(f"cannot convert {path}: it is not a readable PyTorch checkpoint (not a torch.save file,"
-                       f" or damaged: {type(exc).__name__}: {first_line(exc)})") from None
-    state = _unwrap(loaded)
-    if state is None:
-        raise I2IError(f"cannot convert {path}: it is not a plain state dict of tensors (it holds a"
-                       f" {type(loaded).__name__}{_keys_hint(loaded)})")
-    if state and all(key.startswith("module.") for key in state):  # saved from DataParallel/DDP
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    return state
-
-
-def _unwrap(loaded: Any) -> dict[str, Tensor] | None:
-    if not isinstance(loaded, dict):
-        return None
-    tensors = {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, Tensor)}
-    if tensors and len(tensors) == len(loaded):
-        return tensors
-    for key in _WRAPPERS:
-        if isinstance(loaded.get(key), dict) and (inner := _unwrap(loaded[key])):
-            return inner
-    nested = [inner for v in loaded.values() if isinstance(v, dict) and (inner := _unwrap(v))]
-    return nested[0] if len(nested) == 1 else None
-
-
-def _keys_hint(loaded: Any) -> str:
-    if isinstance(loaded, dict):
-        keys = [str(k) for k in list(loaded)[:5]]
-        return f" with keys {', '.join(keys)}{', ...' if len(loaded) > 5 else ''}" if keys else " that is empty"
-    return ""
 
 
 def drop_stale_instance_norm_stats(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
@@ -119,7 +65,10 @@ def convert(reference: Path | str, out: Path | str, registry: Registry | None = 
         raise I2IError(f"--out {out} is the file being converted: choose another name, e.g. {suggestion}")
     if out.is_dir():
         raise I2IError(f"--out {out} is a folder: pass a file name, e.g. {out / suggestion}")
-    state = read_state_dict(source)
+    try:
+        state = read_weights(source)
+    except I2IError as exc:
+        raise I2IError(f"cannot convert {exc}; pass a generator checkpoint such as latest_net_G_A.pth") from None
     registry = registry or default_registry()
     tried = []
     for name in registry.available("generator"):

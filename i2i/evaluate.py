@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
 # From their modules: torchmetrics.image exports these two only when torch-fidelity is installed, which the
 # default Inception needs but a feature module of our own does not.
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -37,6 +37,7 @@ from i2i.inference import generator_file, load_generator, run_generator
 from i2i.parts import Dataset
 from i2i.recipe import LOADER, read_toml
 from i2i.registry import default_registry
+from i2i.weights import read_weights
 
 __all__ = ["PSNR_CAP", "DistributionScores", "InceptionFeatures", "PairedScores", "evaluate", "frechet_distance",
            "load_inception", "measure", "paired_metrics"]
@@ -222,7 +223,11 @@ def load_inception(path: Path | str) -> InceptionFeatures:
     from torchvision.models import Inception3  # imported here: only FID/KID need it
 
     path = Path(path).expanduser()
-    state = _read_state(path)
+    hint = f"pass torchvision's inception_v3 weights ({INCEPTION_FILE}) as a .pth or .safetensors file"
+    try:
+        state = read_weights(path)
+    except I2IError as exc:
+        raise I2IError(f"cannot read --inception-weights {exc}; {hint}") from None
     fc = state.get("fc.weight")
     if isinstance(fc, Tensor) and fc.ndim == 2 and fc.shape[0] == 1008:
         raise I2IError(f"--inception-weights {path} looks like the TF FID Inception (1008 classes, as in pytorch-fid"
@@ -244,32 +249,6 @@ def load_inception(path: Path | str) -> InceptionFeatures:
         raise I2IError(f"--inception-weights {path} is not torchvision's inception_v3 state dict: {problem};"
                        f" pass {INCEPTION_FILE} ({INCEPTION_URL})")
     return InceptionFeatures(net)
-
-
-def _read_state(path: Path) -> dict[str, Tensor]:
-    """The tensors of a .safetensors or weights-only .pth file; DataParallel prefixes and wrappers removed."""
-    hint = f"pass torchvision's inception_v3 weights ({INCEPTION_FILE}) as a .pth or .safetensors file"
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise I2IError(f"--inception-weights {path} {what}: {hint}")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, which would run whatever code a pickle holds.
-        raise I2IError(f"cannot read --inception-weights {path} as tensors: torch.load(weights_only=True) refused"
-                       f" it (a damaged file, or a pickle holding Python objects besides tensors); {hint}") from None
-    except Exception as exc:  # torch.load and safetensors raise many types for a damaged file
-        raise I2IError(f"cannot read --inception-weights {path}: {first_line(exc)[:200]}; {hint}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise I2IError(f"--inception-weights {path} is not a state dict of tensors: {hint}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------

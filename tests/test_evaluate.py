@@ -246,12 +246,14 @@ def test_errors_are_one_line(cli, cycle_run: Path, unpaired_data: Path, tmp_path
     assert "neither" in error_line(cli("evaluate", cycle_run, "--data", tmp_path))
 
     missing = tmp_path / "nope.pth"
-    assert f"--inception-weights {missing} does not exist" in error_line(
+    assert f"--inception-weights {missing}: it does not exist" in error_line(
         cli("evaluate", cycle_run, "--data", unpaired_data, "--inception-weights", missing))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
-    assert f"cannot read --inception-weights {garbage} as tensors" in error_line(
-        cli("evaluate", cycle_run, "--data", unpaired_data, "--inception-weights", garbage))
+    # garbage bytes happen to start like a pickle, which the weights-only unpickler refuses
+    line = error_line(cli("evaluate", cycle_run, "--data", unpaired_data, "--inception-weights", garbage))
+    assert f"cannot read --inception-weights {garbage}: it is not a plain state dict of tensors" in line
+    assert "refused to unpickle" in line and "inception_v3_google" in line
     wrong = tmp_path / "wrong.safetensors"
     save_file({"conv.weight": torch.zeros(2, 3, 1, 1)}, wrong)
     line = error_line(cli("evaluate", cycle_run, "--inception-weights", wrong))
