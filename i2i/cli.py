@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
 from rich.console import Console
@@ -85,6 +86,25 @@ class TrainingDisplay(Progress):
                                markup=False)
 
 
+@contextmanager
+def counting_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for `done of total` callbacks, shown from the first one on (so early errors print alone)."""
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+    task = bar.add_task(label, total=None)
+
+    def show(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield show
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
 @cli.command(name="list")
 @click.argument("kind", required=False, type=click.Choice(KINDS))
 def list_parts(kind: str | None) -> None:
@@ -150,21 +170,9 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
     from i2i.inference import translate as run_translation
 
-    bar = Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
-    task = bar.add_task("translate", total=None)
-
-    def show(done: int, total: int) -> None:
-        if not bar.live.is_started:  # shown from the first image on, so errors before that print alone
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with counting_progress("translate") as show:
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
                                  batch_size=batch_size, device=device, on_progress=show)
-    finally:
-        if bar.live.is_started:
-            bar.stop()
     skipped = f", {len(result.skipped)} skipped (see the warnings above)" if result.skipped else ""
     count = len(result.written)
     stdout.print(f"translated {count} image{'s' * (count != 1)} into {result.out}{skipped}; index: {result.index}",
@@ -252,21 +260,9 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
     from i2i.evaluate import evaluate as run_evaluation
 
-    bar = Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
-    task = bar.add_task("evaluate", total=None)
-
-    def show(done: int, total: int) -> None:
-        if not bar.live.is_started:  # shown from the first batch on, so errors before that print alone
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
                                 batch_size=batch_size, device=device, size=size, on_progress=show)
-    finally:
-        if bar.live.is_started:
-            bar.stop()
     columns = [c for c in ("images", "l1", "psnr", "ssim", "cycle_l1", "fid", "kid", "kid_std")
                if any(c in m for m in report["metrics"].values())]
     table = Table(box=None, header_style="bold")
