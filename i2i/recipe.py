@@ -21,6 +21,13 @@ RUN = OptionSet((
     Option("device", str, "auto", "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps"),
     Option("precision", str, "fp32", "fp32, or mixed precision bf16 (CPU and GPU) / fp16 (GPU)",
            choices=("fp32", "bf16", "fp16")),
+    Option("channels_last", bool, False,
+           "store weights and image batches channels-last (NHWC); same math, a different float summation order;"
+           " pays on GPUs with tensor cores, measured no faster for the ResNet step on a 2-core CPU"
+           " (see benchmarks/README.md)"),
+    Option("compile", bool, False,
+           "compile each network with torch.compile (same weights and checkpoints); the first steps are slow"
+           " while it compiles (tens of seconds on a CPU), so it pays only on long runs"),
 ))
 LOADER = OptionSet((
     Option("batch_size", int, 1, "images per domain per step", min=1),
@@ -33,6 +40,11 @@ OPTIM = OptionSet((
     Option("beta1", float, 0.5, "Adam beta1", min=0.0, max=1.0),
     Option("beta2", float, 0.999, "Adam beta2 (RMSprop's smoothing constant alpha)", min=0.0, max=1.0),
     Option("weight_decay", float, 0.0, "L2 weight decay", min=0.0),
+    Option("implementation", str, "auto",
+           "optimizer kernels: auto (torch's default, foreach on CPU and GPU), fused (one kernel per step;"
+           " Adam only, on devices torch has fused kernels for), foreach (one op per step across all weights)"
+           " or single (a loop over the weights); same math up to float order",
+           choices=("auto", "fused", "foreach", "single")),
 ))
 TRAIN = OptionSet((
     Option("epochs", int, 100, "epochs at the initial learning rate", min=0),

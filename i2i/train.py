@@ -63,13 +63,29 @@ def check_run_dir(run_dir: Path, overwrite: bool = False) -> None:
                        " or --overwrite to replace it")
 
 
+_IMPLEMENTATIONS = {"auto": {}, "fused": {"fused": True}, "foreach": {"foreach": True},
+                    "single": {"foreach": False}}
+
+
 def make_optimizer(params: list[nn.Parameter], optim: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer the recipe's [optim] table describes."""
-    if optim["optimizer"] == "rmsprop":
-        return torch.optim.RMSprop(params, lr=optim["lr"], alpha=optim["beta2"],
-                                   weight_decay=optim["weight_decay"])
-    return torch.optim.Adam(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]),
-                            weight_decay=optim["weight_decay"])
+    """The optimizer the recipe's [optim] table describes (optim.implementation picks its kernels)."""
+    implementation = optim.get("implementation", "auto")
+    kwargs = _IMPLEMENTATIONS[implementation]
+    if optim["optimizer"] == "rmsprop" and implementation == "fused":
+        raise I2IError(f"optim.implementation = \"fused\" is not available for RMSprop in torch {torch.__version__}:"
+                       " use \"foreach\" or \"auto\"")
+    try:
+        if optim["optimizer"] == "rmsprop":
+            return torch.optim.RMSprop(params, lr=optim["lr"], alpha=optim["beta2"],
+                                       weight_decay=optim["weight_decay"], **kwargs)
+        return torch.optim.Adam(params, lr=optim["lr"], betas=(optim["beta1"], optim["beta2"]),
+                                weight_decay=optim["weight_decay"], **kwargs)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if implementation != "fused":
+            raise
+        device = params[0].device if params else "no parameters"
+        raise I2IError(f"optim.implementation = \"fused\" is not supported here ({device}, torch"
+                       f" {torch.__version__}: {exc}); use \"foreach\" or \"auto\"") from None
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> None:
@@ -164,12 +180,49 @@ class Progress:
     losses: dict[str, float] | None  # set on logged steps
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity (a copy) whose backward hands on the gradient in the default layout."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D102
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: D102
+        return grad.contiguous()
+
+
+def _contiguous_single_image_grad(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+    if isinstance(output, Tensor) and output.dim() == 4 and output.shape[0] == 1 and output.requires_grad:
+        return _ContiguousGrad.apply(output)
+    return None
+
+
+def to_channels_last(net: nn.Module, device: torch.device) -> nn.Module:
+    """Store `net`'s weights channels-last (in place).
+
+    On a CPU, torch (seen in 2.14) computes wrong instance-norm input gradients when a batch of one image gets
+    a channels-last output gradient, so there the gradient reaching an instance norm on a single image is put
+    back in the default layout first (a copy; same math).
+    """
+    net.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        for module in net.modules():
+            if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+                module.register_forward_hook(_contiguous_single_image_grad)
+    return net
+
+
 def _first_items(dataset: torch.utils.data.Dataset, count: int) -> dict[str, Any]:
     return default_collate([dataset[i] for i in range(min(count, len(dataset)))])
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    """The batch's tensors on `device`; image batches (4-d) channels-last when asked."""
+    def move(v: Tensor) -> Tensor:
+        v = v.to(device, non_blocking=True)
+        return v.contiguous(memory_format=torch.channels_last) if channels_last and v.dim() == 4 else v
+    return {k: move(v) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 class Trainer:
@@ -221,8 +274,13 @@ class Trainer:
         self.builder = PartBuilder(recipe, self.registry)
         self.method.build(self.builder)
         self.networks = self.method.networks()
+        self.channels_last = run["channels_last"]
         for net in self.networks.values():
             net.to(self.device)
+            if self.channels_last:
+                to_channels_last(net, self.device)
+            if run["compile"]:
+                net.compile()  # in place: the state-dict keys (and so the checkpoints) stay the same
         self.optimizers = {group: make_optimizer(params, recipe["optim"])
                            for group, params in self.method.optimizer_groups().items()}
         schedule = lambda epoch: lr_factor(epoch, train["epochs"], train["decay_epochs"])  # noqa: E731
@@ -358,7 +416,7 @@ class Trainer:
         for net in self.networks.values():
             net.eval()
         try:
-            visuals = self.method.visuals(_to_device(self.samples, self.device))
+            visuals = self.method.visuals(_to_device(self.samples, self.device, self.channels_last))
         finally:
             for net in self.networks.values():
                 net.train()
@@ -424,7 +482,7 @@ class Trainer:
             done_in_epoch = self.step - self.epoch * self.steps_per_epoch
             self.sampler.set_epoch(self.epoch, start=done_in_epoch * batch_size)
             for batch in self.loader:
-                losses = self.method.step(_to_device(batch, self.device), self.stepper)
+                losses = self.method.step(_to_device(batch, self.device, self.channels_last), self.stepper)
                 self.stepper.end_of_step()
                 self.step += 1
                 self._count += 1

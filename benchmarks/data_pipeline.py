@@ -1,0 +1,59 @@
+"""Images per second of the unpaired training data: decode + resize + random crop + flip, through a DataLoader.
+
+    python benchmarks/data_pipeline.py [--root ../shared/data/horse2zebra] [--images 200]
+
+Uses the horse2zebra folders when present (JPEG decoding included), else the built-in synthetic data. Each
+item is one image per domain, so images/s counts both. Run by hand; never from the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import describe_device  # noqa: E402
+
+from i2i.loader import SeededItems  # noqa: E402
+from i2i.registry import default_registry  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "horse2zebra"))
+    parser.add_argument("--images", type=int, default=200, help="items timed per setting")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--load-size", type=int, default=286)
+    parser.add_argument("--crop-size", type=int, default=256)
+    args = parser.parse_args()
+    registry = default_registry()
+    if (Path(args.root) / "trainA").is_dir():
+        name, options = "unpaired", {"root": args.root}
+    else:
+        name, options = "synthetic", {"count": args.images}
+    dataset = registry.create("dataset", name, load_size=args.load_size, crop_size=args.crop_size, **options)
+    items = dataset.load("train", augment=True)
+    count = min(args.images, len(items))
+    print(f"{describe_device(torch.device('cpu'))}; torch {torch.__version__}")
+    print(f"data: {name} {options.get('root', '')} ({len(items)} training items), load {args.load_size} px,"
+          f" random crop {args.crop_size} px, flip; {count} items (2 images each) per setting, batch 1")
+    for workers in args.workers:
+        loader = DataLoader(SeededItems(items), batch_size=1, shuffle=False, num_workers=workers,
+                            sampler=[(i, i) for i in range(count)], persistent_workers=False)
+        t0 = time.perf_counter()
+        n = 0
+        for batch in loader:
+            n += batch["A"].shape[0] + batch["B"].shape[0]
+        elapsed = time.perf_counter() - t0
+        print(f"workers {workers}: {n / elapsed:8.1f} images/s ({elapsed:.2f} s for {n} images, worker start-up"
+              " included)")
+
+
+if __name__ == "__main__":
+    main()
