@@ -294,47 +294,54 @@ def _opens(path: Path) -> bool:
         return False
 
 
+class ImageFiles:
+    """A list of image files read by index, where a file that fails to decode is replaced by the next one."""
+
+    def __init__(self, files: list[Path], folder: Path) -> None:
+        self.files, self.folder = list(files), folder
+        # Indices that failed to decode, so each bad file is read and reported once per process.
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, index: int) -> tuple[Path, Image.Image]:
+        """Image `index`, or the next one that decodes (the same one whatever was tried before)."""
+        for step in range(len(self.files)):
+            position = (index + step) % len(self.files)
+            if position in self._bad:
+                continue
+            try:
+                return self.files[position], read_image(self.files[position])
+            except I2IError as err:
+                self._bad.add(position)
+                warnings.warn(f"{err}; using the next image of {self.folder} instead", stacklevel=3)
+        raise I2IError(f"no image in {self.folder} could be decoded ({len(self.files)} files; see the"
+                       " warnings above)")
+
+
 class UnpairedItems(torch.utils.data.Dataset):
     """Dict items {"A", "B", "A_path", "B_path"} over two lists of image files, as the reference's unaligned set."""
 
     def __init__(self, files_a: list[Path], files_b: list[Path], folder_a: Path, folder_b: Path,
                  load_size: int, crop_size: int, augment: bool, flip: bool) -> None:
-        self.files = {"A": list(files_a), "B": list(files_b)}
-        self.folders = {"A": folder_a, "B": folder_b}
+        self.a, self.b = ImageFiles(files_a, folder_a), ImageFiles(files_b, folder_b)
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
-        # Indices that failed to decode, so each bad file is read and reported once per process.
-        self._bad: dict[str, set[int]] = {"A": set(), "B": set()}
 
     def __len__(self) -> int:
-        return max(len(self.files["A"]), len(self.files["B"]))
+        return max(len(self.a), len(self.b))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = _check_index(index, len(self))
-        count_b = len(self.files["B"])
-        b_index = int(torch.randint(0, count_b, ())) if self.augment else index % count_b
-        path_a, image_a = self._read("A", index % len(self.files["A"]))
-        path_b, image_b = self._read("B", b_index)
+        b_index = int(torch.randint(0, len(self.b), ())) if self.augment else index % len(self.b)
+        path_a, image_a = self.a.read(index % len(self.a))
+        path_b, image_b = self.b.read(b_index)
         return {
             "A": transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip),
             "B": transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip),
             "A_path": str(path_a),
             "B_path": str(path_b),
         }
-
-    def _read(self, domain: str, index: int) -> tuple[Path, Image.Image]:
-        """Image `index` of `domain`, or the next one that decodes (the same one whatever was tried before)."""
-        files, bad = self.files[domain], self._bad[domain]
-        for step in range(len(files)):
-            position = (index + step) % len(files)
-            if position in bad:
-                continue
-            try:
-                return files[position], read_image(files[position])
-            except I2IError as err:
-                bad.add(position)
-                warnings.warn(f"{err}; using the next image of {self.folders[domain]} instead", stacklevel=3)
-        raise I2IError(f"no image in {self.folders[domain]} could be decoded ({len(files)} files; see the"
-                       " warnings above)")
 
 
 def _check_index(index: int, length: int) -> int:
@@ -418,24 +425,23 @@ class AlignedItems(torch.utils.data.Dataset):
 
     def __init__(self, files: list[Path], folder: Path, load_size: int, crop_size: int, augment: bool,
                  flip: bool, swap: bool) -> None:
-        self.reader = UnpairedItems(files, files, folder, folder, load_size, crop_size, augment, flip)
+        self.pairs = ImageFiles(files, folder)
+        self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
         self.swap = swap
 
     def __len__(self) -> int:
-        return len(self.reader.files["A"])
+        return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = _check_index(index, len(self))
-        path, image = self.reader._read("A", index)
+        path, image = self.pairs.read(index)
         width, height = image.size
         if width < 2:
             raise I2IError(f"{path} is {width} pixel wide: an aligned pair needs A and B side by side")
         half = width // 2
         left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
         a, b = (right, left) if self.swap else (left, right)
-        reader = self.reader
-        tensor_a, tensor_b = transform_images([a, b], reader.load_size, reader.crop_size, reader.augment,
-                                              reader.flip)
+        tensor_a, tensor_b = transform_images([a, b], self.load_size, self.crop_size, self.augment, self.flip)
         return {"A": tensor_a, "B": tensor_b, "A_path": str(path), "B_path": str(path)}
 
 

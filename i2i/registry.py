@@ -102,6 +102,7 @@ class Registry:
         if self._parts is not None:
             return self._parts
         parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
+        self.conflicts = []  # found afresh with the parts, so a re-collection does not repeat them
         for kind, hook_name in _HOOKS.items():
             hook = getattr(self.manager.hook, hook_name)
             # Called one implementation at a time to know which package each part came from.
