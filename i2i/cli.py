@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 import warnings
@@ -51,7 +52,12 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: b
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     run_dir = out or default_run_dir(resolved)
     trainer = Trainer(resolved, run_dir, overwrite=overwrite, resume=resume)
-    stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {trainer.device}"
+    if not trainer.distributed.is_main:  # under torchrun, rank 0 shows progress; the others only their errors
+        trainer.run()
+        return
+    processes = trainer.distributed.world_size
+    on = f"{processes} processes on {trainer.device.type}" if processes > 1 else str(trainer.device)
+    stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {on}"
                  f" into {run_dir}", highlight=False, markup=False)
     with TrainingDisplay(stderr) as display:
         trainer.run(on_progress=display.update)
@@ -284,8 +290,17 @@ def _metric_text(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _rank_prefix() -> str:
+    """"rank N: " in a process torchrun started, so each line says which process it comes from."""
+    from i2i.distributed import launched
+
+    return f"rank {os.environ.get('RANK', '?')}: " if launched() else ""
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, without the source location a user cannot act on."""
+    """Warnings as one line each, without the source location a user cannot act on (rank 0's alone)."""
+    if os.environ.get("RANK", "0") != "0":
+        return  # every process of a torchrun run would repeat rank 0's warnings
     stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -313,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     except I2IError as exc:
         if debug:
             traceback.print_exc()
-        stderr.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        stderr.print(f"{_rank_prefix()}error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         stderr.print("interrupted")
@@ -322,8 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         else:
-            stderr.print(f"error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
-                      highlight=False, markup=False, soft_wrap=True)
+            stderr.print(f"{_rank_prefix()}error: {type(exc).__name__}: {exc} (run again with --debug for the"
+                         " traceback)",
+                         highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -2,12 +2,15 @@
 
 Each epoch's shuffle comes from the run seed and the epoch number, and each item is loaded under a seed of its
 own. So a run can start mid-epoch (resume) and see exactly the batches and augmentations it would have seen,
-whatever the number of loader workers.
+whatever the number of loader workers. Under torchrun each process takes every world_size-th position of the
+same order, so a global step of N processes sees the images one process with N times the batch would.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from itertools import cycle, islice
 from typing import Any, Iterator
 
 import torch
@@ -21,10 +24,15 @@ def derive_seed(*parts: Any) -> int:
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (index, item seed) in a shuffled order drawn from (seed, epoch); can start part way through."""
+    """Yields (index, item seed) in a shuffled order drawn from (seed, epoch); can start part way through.
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True) -> None:
+    With `world_size` > 1 it yields this `rank`'s share: positions rank, rank + world_size, ... of the epoch's
+    remaining order, padded by wrapping around so every process gets as many items (and steps) as the others.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
         self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -32,13 +40,21 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return max(0, self.length - self.start)
+        return math.ceil(max(0, self.length - self.start) / self.world_size)
+
+    def positions(self) -> list[int]:
+        """The positions of the epoch's order this rank loads, in order."""
+        remaining = range(self.start, self.length)
+        if self.world_size == 1 or not remaining:
+            return list(remaining)
+        padded = list(islice(cycle(remaining), len(self) * self.world_size))
+        return padded[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(derive_seed("order", self.seed, self.epoch))
         order = torch.randperm(self.length, generator=generator) if self.shuffle else torch.arange(self.length)
         seeds = torch.randint(0, 2**62, (self.length,), generator=generator)
-        for position in range(self.start, self.length):
+        for position in self.positions():
             yield int(order[position]), int(seeds[position])
 
 

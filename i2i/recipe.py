@@ -28,9 +28,12 @@ RUN = OptionSet((
     Option("compile", bool, False,
            "compile each network with torch.compile (same weights and checkpoints); the first steps are slow"
            " while it compiles (tens of seconds on a CPU), so it pays only on long runs"),
+    Option("distributed_timeout", float, 600.0,
+           "seconds a process of a torchrun run waits for the others before it gives up with an error",
+           min=1.0),
 ))
 LOADER = OptionSet((
-    Option("batch_size", int, 1, "images per domain per step", min=1),
+    Option("batch_size", int, 1, "images per domain per step, per process under torchrun", min=1),
     Option("workers", int, 4, "data loading processes (0 loads on the training thread)", min=0),
 ))
 OPTIM = OptionSet((

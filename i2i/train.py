@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, default_collate
 
 from i2i import report
 from i2i.checkpoint import (first_mismatch, flatten_optimizer, list_checkpoints, part_metadata, prune_checkpoints,
-                            read_state, read_tensors, rng_state, save_checkpoint, set_rng_state,
+                            read_state, read_tensors, rng_state, save_checkpoint, set_rng_state, step_name,
                             unflatten_optimizer)
 from i2i.devices import resolve_device, usable_cpus
+from i2i.distributed import Distributed
 from i2i.errors import I2IError, Interrupted
-from i2i.loader import EpochSampler, SeededItems
+from i2i.loader import EpochSampler, SeededItems, derive_seed
 from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
 from i2i.registry import Registry, default_registry
@@ -137,9 +138,11 @@ class PartBuilder:
 class Stepper:
     """Optimizers and precision for one method: what `Method.step` calls to update weights."""
 
-    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], device: torch.device, precision: str):
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], device: torch.device, precision: str,
+                 distributed: Distributed | None = None):
         self.optimizers = optimizers
         self.device = device
+        self.distributed = distributed or Distributed()
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -158,7 +161,10 @@ class Stepper:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
     def step(self, group: str) -> None:
-        """Update the weights of one optimizer."""
+        """Update the weights of one optimizer (with gradients averaged over the processes under torchrun)."""
+        if self.distributed.active:
+            self.distributed.average_gradients(
+                p for param_group in self.optimizers[group].param_groups for p in param_group["params"])
         if self.scaler:
             self.scaler.step(self.optimizers[group])
         else:
@@ -239,11 +245,13 @@ class Trainer:
         check_run_dir(self.run_dir, overwrite or resume)
         self.registry = registry or default_registry()
         run, train = recipe["run"], recipe["train"]
-        self.device = resolve_device(run["device"])
+        self.distributed = Distributed.from_environment()
+        self.device = self.distributed.device(resolve_device(run["device"]))
         if run["precision"] == "fp16" and self.device.type != "cuda":
             raise I2IError(f"[run] precision = \"fp16\" needs a CUDA device (this run uses {self.device});"
                            " use \"bf16\" or \"fp32\"")
-        seed_everything(run["seed"])
+        self.distributed.start(self.device, run["distributed_timeout"])
+        seed_everything(run["seed"])  # the same on every process, so all build the same initial weights
 
         data_name, data_options = recipe.dataset()
         self.dataset: Dataset = self.registry.create("dataset", data_name, **data_options)
@@ -255,7 +263,8 @@ class Trainer:
         if workers < loader["workers"]:
             warnings.warn(f"data.workers = {loader['workers']} but this machine lets us use {workers} CPUs;"
                           f" loading with {workers} workers")
-        self.sampler = EpochSampler(len(self.train_set), run["seed"])
+        self.sampler = EpochSampler(len(self.train_set), run["seed"], rank=self.distributed.rank,
+                                    world_size=self.distributed.world_size)
         # The loader gets a generator of its own so it never draws from the global RNG the parts use.
         self.loader = DataLoader(
             SeededItems(self.train_set), batch_size=loader["batch_size"], sampler=self.sampler,
@@ -281,26 +290,46 @@ class Trainer:
                 to_channels_last(net, self.device)
             if run["compile"]:
                 net.compile()  # in place: the state-dict keys (and so the checkpoints) stay the same
+        self.distributed.broadcast_networks(self.networks.values())
         self.optimizers = {group: make_optimizer(params, recipe["optim"])
                            for group, params in self.method.optimizer_groups().items()}
         schedule = lambda epoch: lr_factor(epoch, train["epochs"], train["decay_epochs"])  # noqa: E731
         self.schedulers = {g: torch.optim.lr_scheduler.LambdaLR(o, schedule) for g, o in self.optimizers.items()}
-        self.stepper = Stepper(self.optimizers, self.device, run["precision"])
+        self.stepper = Stepper(self.optimizers, self.device, run["precision"], self.distributed)
+        self._seed_rank(0)
 
-        self.steps_per_epoch = math.ceil(len(self.train_set) / loader["batch_size"])
-        self.total_steps = (train["epochs"] + train["decay_epochs"]) * self.steps_per_epoch
-        if train["max_steps"]:
-            self.total_steps = min(self.total_steps, train["max_steps"]) if self.total_steps else train["max_steps"]
-        if self.total_steps == 0:
-            raise I2IError("nothing to train: train.epochs + train.decay_epochs is 0 and train.max_steps is 0")
+        self.global_batch = loader["batch_size"] * self.distributed.world_size
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_set) / self.distributed.world_size)
+                                         / loader["batch_size"])
         self.step = 0
         self.epoch = 0
+        self.position = 0  # items of the current epoch's order already trained on, over all processes
+        self.total_steps = self._plan_total_steps()
+        if self.total_steps == 0:
+            raise I2IError("nothing to train: train.epochs + train.decay_epochs is 0 and train.max_steps is 0")
         self.start_time = 0.0
         self._first_bad: dict[str, tuple[Tensor, Tensor]] = {}
         self._last_report = -float("inf")
         self._sums: dict[str, Tensor] = {}
         self._count = 0
         self._stop_requested = False
+
+    def _seed_rank(self, step: int) -> None:
+        """Give each process other than rank 0 its own random stream (pools, dropout), derived from the seed."""
+        if self.distributed.rank > 0:
+            seed_everything(derive_seed("rank", self.recipe["run"]["seed"], self.distributed.rank, step))
+
+    def _plan_total_steps(self) -> int:
+        """The step at which training ends, from where it stands (so a resumed run may change process count)."""
+        train = self.recipe["train"]
+        epochs = train["epochs"] + train["decay_epochs"]
+        total = 0
+        if epochs > self.epoch:
+            left = math.ceil(max(0, len(self.train_set) - self.position) / self.global_batch)
+            total = self.step + left + (epochs - self.epoch - 1) * self.steps_per_epoch
+        if train["max_steps"]:
+            total = min(total, train["max_steps"]) if total else train["max_steps"]
+        return total
 
     # -- outputs ---------------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, dict[str, str]]:
@@ -331,7 +360,8 @@ class Trainer:
         for name, buffer in self.method.buffers().items():
             tensors.update({f"buffer.{name}.{k}": v for k, v in buffer.state_dict().items()})
         tensors.update({f"log.{name}": value for name, value in self._sums.items()})
-        state = {"step": self.step, "epoch": self.epoch, "recipe": self.recipe.tables,
+        state = {"step": self.step, "epoch": self.epoch, "position": self.position,
+                 "processes": self.distributed.world_size, "recipe": self.recipe.tables,
                  "generators": self.generator_files(), "optimizers": optim, "rng": rngs,
                  "schedulers": {g: s.state_dict() for g, s in self.schedulers.items()},
                  "scaler": self.stepper.scaler.state_dict() if self.stepper.scaler else None,
@@ -367,6 +397,10 @@ class Trainer:
                 self.stepper.scaler.load_state_dict(state["scaler"])
             set_rng_state(tensors, state["rng"])
             self.step, self.epoch = state["step"], state["epoch"]
+            # checkpoints before "position" came from single-process runs: position follows from the step
+            batch = self.recipe["data"]["batch_size"]
+            self.position = state.get("position", (self.step - self.epoch * math.ceil(len(self.train_set) / batch))
+                                      * batch)
             self._sums = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("log.")}
             self._count = state["log_count"]
             self.start_time = time.perf_counter() - state["elapsed"]
@@ -437,6 +471,8 @@ class Trainer:
     def _check_finite(self) -> None:
         """Stop with the loss and step that first went non-finite (one sync, at log and checkpoint time)."""
         found = [(int(first), name, float(value)) for name, (first, value) in self._first_bad.items()]
+        if self.distributed.active:  # every process stops together, on the first bad loss of any of them
+            found = [item for items in self.distributed.gather(found) for item in items]
         bad = sorted(item for item in found if item[0] >= 0)
         if bad:
             step, name, value = bad[0]
@@ -447,8 +483,13 @@ class Trainer:
 
     def _log(self, metrics_file) -> dict[str, float]:
         self._check_finite()
-        losses = {name: (value / self._count).item() for name, value in self._sums.items()}
+        # under torchrun the logged losses are the mean over all processes' steps
+        sums = self.distributed.sum(list(self._sums.values()))
+        count = self._count * self.distributed.world_size
+        losses = {name: (value / count).item() for name, value in zip(self._sums, sums)}
         self._sums, self._count = {}, 0
+        if not self.distributed.is_main:
+            return losses
         record = {"step": self.step, "epoch": self.epoch,
                   "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
                   "elapsed": round(time.perf_counter() - self.start_time, 3), "losses": losses}
@@ -464,27 +505,40 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> Path:
         """Train to the end (or continue from the newest checkpoint with resume); returns the run folder."""
-        if self.resume and self.restore_newest() is not None:
-            self._forget_after(self.step)
-        else:
-            prepare_run_dir(self.run_dir, self.overwrite or self.resume)
-            self.start_time = time.perf_counter()
-        self.recipe.save(self.run_dir / "recipe.toml")
-        with open(self.run_dir / "metrics.jsonl", "a") as metrics_file, self._stop_on_ctrl_c():
-            self._loop(metrics_file, on_progress)
-        report.write_report(self.run_dir)
+        main = self.distributed.is_main
+        try:
+            self.distributed.barrier("starting")  # every process has checked the run folder before rank 0 writes
+            if self.resume and self.restore_newest() is not None:  # every process loads the same checkpoint
+                self._seed_rank(self.step)
+                self.total_steps = self._plan_total_steps()
+                if main:
+                    self._forget_after(self.step)
+            else:
+                if main:
+                    prepare_run_dir(self.run_dir, self.overwrite or self.resume)
+                self.start_time = time.perf_counter()
+            if main:
+                self.recipe.save(self.run_dir / "recipe.toml")
+            metrics = open(self.run_dir / "metrics.jsonl", "a") if main else nullcontext()
+            with metrics as metrics_file, self._stop_on_ctrl_c():
+                self._loop(metrics_file, on_progress)
+            if main:
+                report.write_report(self.run_dir)
+            self.distributed.barrier("finishing")
+        finally:
+            self.distributed.stop()
         return self.run_dir
 
     def _loop(self, metrics_file, on_progress: Callable[[Progress], None] | None) -> None:
         train = self.recipe["train"]
-        batch_size = self.recipe["data"]["batch_size"]
+        main = self.distributed.is_main
         while self.step < self.total_steps:
-            done_in_epoch = self.step - self.epoch * self.steps_per_epoch
-            self.sampler.set_epoch(self.epoch, start=done_in_epoch * batch_size)
+            self.sampler.set_epoch(self.epoch, start=self.position)
             for batch in self.loader:
                 losses = self.method.step(_to_device(batch, self.device, self.channels_last), self.stepper)
                 self.stepper.end_of_step()
                 self.step += 1
+                self.position += self.global_batch
                 self._count += 1
                 self._watch(losses)
                 for name, value in losses.items():
@@ -493,9 +547,12 @@ class Trainer:
                 if self.step % train["log_every"] == 0 or self.step == self.total_steps:
                     logged = self._log(metrics_file)
                 every = train["checkpoint_every"]
+                if self.distributed.active:  # a Ctrl-C reaching any process stops them all at the same step
+                    self._stop_requested = self.distributed.any(self._stop_requested)
                 if (every and self.step % every == 0) or self.step == self.total_steps or self._stop_requested:
                     self._check_finite()
-                    folder = self.save_checkpoint()
+                    folder = (self.save_checkpoint() if main
+                              else self.run_dir / "checkpoints" / step_name(self.step))
                 if on_progress:
                     on_progress(Progress(self.step, self.total_steps, self.epoch, logged))
                 if self._stop_requested:
@@ -503,6 +560,7 @@ class Trainer:
                 if self.step >= self.total_steps:
                     return
             self.epoch += 1
+            self.position = 0
             for scheduler in self.schedulers.values():
                 scheduler.step()
 

@@ -7,7 +7,8 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Generator
-from i2i_stock.layers import INIT_OPTIONS, conv_bias, init_weights, norm_layer, norm_option, stage_width
+from i2i_stock.layers import (
+    INIT_OPTIONS, batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
 
 _KERNEL = 4
 
@@ -29,7 +30,7 @@ class EncoderDecoderGenerator(Generator):
                  out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
         self.size_multiple = 2 ** depth
-        self.batch_independent = norm != "batch"
+        self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         widths = [stage_width(channels, n) for n in range(depth)]
         # The official code has no bias anywhere, not even on the first and last layers, which no norm follows;

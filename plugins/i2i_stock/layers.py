@@ -5,13 +5,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from torch import nn
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
 from torch.nn import init
 
+from i2i.distributed import all_reduce_sum
 from i2i.errors import I2IError
 from i2i.options import Option
 
-NORMS = ("instance", "batch", "none")
+NORMS = ("instance", "batch", "syncbatch", "none")
+BATCH_NORMS = ("batch", "syncbatch")
 INITS = ("normal", "xavier", "kaiming", "orthogonal")
 # The papers' nets double their width per stride-2 stage but stop at 8x the first stage's (C64 ... C512).
 MAX_WIDTH_MULT = 8
@@ -19,7 +23,8 @@ MAX_WIDTH_MULT = 8
 
 def norm_option(default: str) -> Option:
     """The `norm` option with `default`: the stock networks differ in their papers' default."""
-    return Option("norm", str, default, "normalization after each conv: instance, batch or none", choices=NORMS)
+    return Option("norm", str, default, "normalization after each conv: instance, batch, syncbatch (batch"
+                  " statistics over all processes of a torchrun run) or none", choices=NORMS)
 
 
 NORM_OPTION = norm_option("instance")
@@ -35,6 +40,8 @@ def norm_layer(name: str) -> Callable[[int], nn.Module]:
         return partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     if name == "batch":
         return partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if name == "syncbatch":
+        return partial(SyncBatchNorm2d, affine=True, track_running_stats=True)
     if name == "none":
         # An Identity keeps a module in the slot so Sequential indices (and state-dict keys) match the other norms.
         return lambda channels: nn.Identity()
@@ -44,6 +51,41 @@ def norm_layer(name: str) -> Callable[[int], nn.Module]:
 def stage_width(channels: int, stage: int) -> int:
     """Filters of stage `stage` (0 = first) of a net whose first stage has `channels`: doubling, capped at 8x."""
     return channels * min(2 ** stage, MAX_WIDTH_MULT)
+
+
+def batch_independent(norm: str) -> bool:
+    """Whether a net normalized by `norm` treats each image of a batch on its own (in training mode)."""
+    return norm not in BATCH_NORMS
+
+
+class SyncBatchNorm2d(nn.SyncBatchNorm):
+    """Batch norm whose statistics cover the whole global batch of a multi-process run, on GPUs and CPUs.
+
+    On CUDA it is torch's SyncBatchNorm; torch's only runs on accelerators, so on a CPU (gloo) the batch mean and
+    variance are summed over the processes here with a differentiable all-reduce. With a single process it is
+    plain batch norm. Its state-dict keys are BatchNorm2d's, so checkpoints move between "batch" and "syncbatch".
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and input.device.type == "cpu" and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(input)
+        self._check_input_dim(input)
+        count = all_reduce_sum(torch.tensor(float(input.numel() // input.shape[1])))
+        mean = all_reduce_sum(input.sum((0, 2, 3))) / count
+        centered = input - mean[None, :, None, None]
+        # two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, which loses precision
+        var = all_reduce_sum(centered.square().sum((0, 2, 3))) / count
+        out = centered * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1).clamp(min=1), momentum)  # unbiased, as torch's
+        return out
 
 
 def conv_bias(norm: str) -> bool:
@@ -72,7 +114,7 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> No
                 init.orthogonal_(module.weight, gain=gain)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
             # A batch-norm scale is a vector, so only a normal spread around 1 makes sense for it.
             init.normal_(module.weight, 1.0, gain)
             init.zeros_(module.bias)

@@ -7,7 +7,8 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Discriminator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer, stage_width
+from i2i_stock.layers import (
+    INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer, stage_width)
 
 
 class PatchGANDiscriminator(Discriminator):
@@ -26,7 +27,7 @@ class PatchGANDiscriminator(Discriminator):
     def __init__(self, *, layers: int = 3, channels: int = 64, norm: str = "instance", in_channels: int = 3,
                  init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
-        self.batch_independent = norm != "batch"
+        self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         # The paper puts no norm on the first layer (C64 in pix2pix).
         seq: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Generator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
+from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer
 
 _DOWNSAMPLINGS = 2
 _FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)
@@ -55,7 +55,7 @@ class ResnetGenerator(Generator):
     def __init__(self, *, blocks: int = 9, channels: int = 64, norm: str = "instance", dropout: bool = False,
                  in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
-        self.batch_independent = norm != "batch"
+        self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, channels, 7, bias=bias),
                                    make_norm(channels), nn.ReLU(True)]

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Generator
-from i2i_stock.layers import INIT_OPTIONS, conv_bias, init_weights, norm_layer, norm_option, stage_width
+from i2i_stock.layers import (
+    INIT_OPTIONS, batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
 
 # Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
 _FIRST_DROPOUT_LEVEL = 4
@@ -77,7 +78,7 @@ class UnetGenerator(Generator):
                  in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
         self.size_multiple = 2 ** downs
-        self.batch_independent = norm != "batch"
+        self.batch_independent = batch_independent(norm)
         block: UnetBlock | None = None
         # Built from the innermost level outwards, each wrapping the one below it.
         for level in reversed(range(downs)):

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 import i2i
 from i2i.parts import Discriminator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, conv_bias, init_weights, norm_layer
+from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer
 
 
 class PixelDiscriminator(Discriminator):
@@ -24,7 +24,7 @@ class PixelDiscriminator(Discriminator):
     def __init__(self, *, channels: int = 64, norm: str = "instance", in_channels: int = 3, init: str = "normal",
                  init_gain: float = 0.02) -> None:
         super().__init__()
-        self.batch_independent = norm != "batch"
+        self.batch_independent = batch_independent(norm)
         bias = conv_bias(norm)
         # Layout, bias rule and the attribute name `net` are the reference PixelDiscriminator's, so its weights
         # (net.0.weight, ...) load unchanged; the reference also gives the last conv the norm's bias rule.
