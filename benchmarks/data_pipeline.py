@@ -3,7 +3,9 @@
     python benchmarks/data_pipeline.py [--root ../shared/data/horse2zebra] [--images 200]
 
 Uses the horse2zebra folders when present (JPEG decoding included), else the built-in synthetic data. Each
-item is one image per domain, so images/s counts both. Run by hand; never from the tests.
+item is one image per domain, so images/s counts both. With real files it also times decoding alone: PIL (what
+i2i.data.read_image uses) against torchvision.io.decode_image on the same files. Run by hand; never from the
+tests.
 """
 
 from __future__ import annotations
@@ -53,6 +55,33 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         print(f"workers {workers}: {n / elapsed:8.1f} images/s ({elapsed:.2f} s for {n} images, worker start-up"
               " included)")
+    if name == "unpaired":
+        compare_decoders(sorted((Path(args.root) / "trainA").glob("*.jpg"))[:count])
+
+
+def compare_decoders(files: list[Path]) -> None:
+    """Decode-only images/s of the same files by PIL (to RGB) and by torchvision.io (to a uint8 tensor)."""
+    from PIL import Image
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    from i2i.data import read_image
+
+    def pil(path: Path) -> object:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+    def tv(path: Path) -> object:
+        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+
+    for label, decode in [("PIL open + convert RGB", pil), ("i2i.data.read_image (PIL, checks, EXIF)", read_image),
+                          ("torchvision.io decode_image RGB", tv)]:
+        for path in files[:5]:
+            decode(path)  # warm the page cache and the libraries
+        t0 = time.perf_counter()
+        for path in files:
+            decode(path)
+        elapsed = time.perf_counter() - t0
+        print(f"decode only, {label}: {len(files) / elapsed:8.1f} images/s ({len(files)} JPEGs)")
 
 
 if __name__ == "__main__":

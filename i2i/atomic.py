@@ -10,21 +10,33 @@ from typing import IO, Any, Iterator
 
 
 @contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path` and move it over `path` only once writing succeeded."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp file name beside `path`, moved over `path` only once the block succeeded; removed if it fails.
+
+    For writers that take a file name rather than an open file (exporters), and for checking a file before it
+    appears under its name.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder so os.replace is a rename on one filesystem, hence atomic.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before the rename, so a crash cannot leave the name on an empty file
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results should be readable like any other file
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file beside `path` and move it over `path` only once writing succeeded."""
+    with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        yield f

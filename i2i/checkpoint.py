@@ -1,7 +1,12 @@
-"""Checkpoints: safetensors files in a step folder that appears under its final name only when complete."""
+"""Checkpoints: safetensors files in a step folder that appears under its final name only when complete.
+
+Each checkpoint's training.json records the SHA-256 of every file in the folder (and of its own content), and
+the readers here verify them, so a damaged or altered file is named instead of silently loaded.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -13,12 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from i2i.errors import I2IError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "training.json"
+CHECKSUMS = "sha256"  # the key in training.json: {file name: hex digest}, STATE_FILE's own entry included
+# Leftovers of interrupted saves and prunes: .step-NNNNNNNN.tmp-<pid> and .step-NNNNNNNN.deleting
+_TEMP_DIR = re.compile(r"^\.step-\d{8}\.(?:tmp-(\d+)|deleting)$")
 
 
 def step_name(step: int) -> str:
@@ -39,26 +48,87 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _write(path: Path, data: bytes) -> None:
+    """Create `path` holding `data`, on disk (fsynced) before returning."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """The SHA-256 of a parsed training.json, all but its own checksum, in a canonical form (sorted keys, no
+    spaces; Python floats print and parse back exactly), so it is the same before writing and after reading."""
+    rest = dict(state)
+    if isinstance(rest.get(CHECKSUMS), dict):
+        rest[CHECKSUMS] = {k: v for k, v in rest[CHECKSUMS].items() if k != STATE_FILE}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _remove_leftovers(checkpoints: Path) -> None:
+    """Delete temp folders of saves and prunes that a crash or kill -9 interrupted (never a live process's)."""
+    for entry in checkpoints.iterdir():
+        match = _TEMP_DIR.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module],
                     metadata: dict[str, dict[str, str]], tensors: dict[str, torch.Tensor],
                     state: dict[str, Any]) -> Path:
-    """Write networks (one .safetensors each), extra training tensors and a JSON state; atomically."""
+    """Write networks (one .safetensors each), extra training tensors and a JSON state with the SHA-256 of
+    every file; atomically. A failed write (e.g. a full disk) removes its partial files and raises I2IError."""
     checkpoints.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(checkpoints)
     final = checkpoints / step_name(step)
     tmp = checkpoints / f".{step_name(step)}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, net in networks.items():
-        weights = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-        save_file(weights, tmp / f"{name}.safetensors", metadata=metadata.get(name))
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, tmp / "training.safetensors")
-    (tmp / "training.json").write_text(json.dumps(state, indent=1, sort_keys=True))
-    for file in tmp.iterdir():
-        _fsync(file)
-    _fsync(tmp)
+    files: list[tuple[str, nn.Module | dict[str, torch.Tensor], dict[str, str] | None]] = [
+        (f"{name}.safetensors", net, metadata.get(name)) for name, net in networks.items()]
+    files.append(("training.safetensors", tensors, None))
+    sums: dict[str, str] = {}
+    try:
+        tmp.mkdir()
+        for name, source, meta in files:  # serialized one by one: one file's bytes in memory at a time
+            values = source.state_dict() if isinstance(source, nn.Module) else source
+            data = save({k: v.detach().contiguous().cpu() for k, v in values.items()}, metadata=meta)
+            sums[name] = hashlib.sha256(data).hexdigest()
+            _write(tmp / name, data)
+            del data
+        # Round-tripped through JSON first, so that the digest sees what a reader parses (e.g. int keys as str).
+        state = json.loads(json.dumps({**state, CHECKSUMS: sums}))
+        state[CHECKSUMS][STATE_FILE] = state_digest(state)
+        _write(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True).encode())
+        _fsync(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # also gives back the space a full disk needs
+        # Nothing under a final name was touched yet, so the newest complete checkpoint is still whole.
+        earlier = list_checkpoints(checkpoints)
+        kept = f"the previous checkpoint {earlier[-1]} is intact" if earlier else "no earlier checkpoint exists"
+        raise I2IError(f"could not write checkpoint {final}: {exc.strerror or exc}; {kept} (free some space or"
+                       " fix the folder, then continue with --resume)") from None
     if final.exists():  # a checkpoint of the same step from an earlier attempt; the new one replaces it
-        shutil.rmtree(final)
+        # renamed first so that a crash mid-delete never leaves a half checkpoint under a valid name
+        doomed = final.with_name(f".{final.name}.deleting")
+        os.rename(final, doomed)
+        shutil.rmtree(doomed)
     os.rename(tmp, final)
     _fsync(checkpoints)
     return final
@@ -73,11 +143,50 @@ def list_checkpoints(checkpoints: Path) -> list[Path]:
 
 
 def read_tensors(file: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; a missing, truncated or damaged file is named in the error."""
+    """All tensors of a safetensors file; a missing, truncated, damaged or altered file is named in the error.
+
+    A file inside a checkpoint folder is checked against the SHA-256 its training.json records (checkpoints of
+    older versions record none).
+    """
+    file = Path(file)
+    expected = _recorded_checksum(file)
     try:
+        if expected is not None:
+            with open(file, "rb") as f:
+                found = hashlib.file_digest(f, "sha256").hexdigest()
+            if found != expected:
+                raise I2IError(f"cannot read checkpoint file {file}: its SHA-256 differs from the one"
+                               f" {file.parent / STATE_FILE} records (the file is damaged or was changed)")
         return load_file(file)
     except (SafetensorError, OSError, ValueError) as exc:
         raise I2IError(f"cannot read checkpoint file {file}: {exc}") from None
+
+
+def _recorded_checksum(file: Path) -> str | None:
+    """The SHA-256 the checkpoint folder holding `file` records for it; None outside checkpoints or before
+    checksums were recorded."""
+    if file.name == STATE_FILE or not (file.parent / STATE_FILE).is_file():
+        return None
+    sums = read_state_json(file.parent).get(CHECKSUMS)
+    return sums.get(file.name) if isinstance(sums, dict) else None
+
+
+def read_state_json(folder: Path) -> dict[str, Any]:
+    """A checkpoint folder's training.json, checked against its recorded SHA-256 when it has one."""
+    path = Path(folder) / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise I2IError(f"cannot read checkpoint file {path}: {exc}") from None
+    if not isinstance(state, dict):
+        raise I2IError(f"cannot read checkpoint file {path}: it holds no JSON object")
+    sums = state.get(CHECKSUMS)
+    if isinstance(sums, dict) and STATE_FILE in sums and sums[STATE_FILE] != state_digest(state):
+        raise I2IError(f"cannot read checkpoint file {path}: its content differs from its recorded SHA-256 (the"
+                       " file is damaged or was changed)")
+    if CHECKSUMS in state and not isinstance(sums, dict):
+        raise I2IError(f"cannot read checkpoint file {path}: its {CHECKSUMS!r} entry is not a table")
+    return state
 
 
 def first_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
@@ -104,12 +213,8 @@ def load_network(file: Path, net: nn.Module) -> None:
 
 def read_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The training tensors and the JSON state of a checkpoint folder."""
-    tensors = read_tensors(folder / "training.safetensors")
-    try:
-        state = json.loads((folder / "training.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise I2IError(f"cannot read checkpoint file {folder / 'training.json'}: {exc}") from None
-    return tensors, state
+    state = read_state_json(folder)
+    return read_tensors(folder / "training.safetensors"), state
 
 
 def prune_checkpoints(checkpoints: Path, keep: int, protect: set[int]) -> list[Path]:
@@ -119,7 +224,8 @@ def prune_checkpoints(checkpoints: Path, keep: int, protect: set[int]) -> list[P
     candidates = [p for p in list_checkpoints(checkpoints) if int(p.name[5:]) not in protect]
     doomed = candidates[:-keep]
     for folder in doomed:
-        # renamed first so that a crash mid-delete never leaves a half checkpoint under a valid name
+        # renamed first so that a crash mid-delete never leaves a half checkpoint under a valid name; a crash
+        # after that leaves a .deleting folder, which the next save removes
         trash = folder.with_name(f".{folder.name}.deleting")
         os.rename(folder, trash)
         shutil.rmtree(trash)

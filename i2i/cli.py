@@ -47,7 +47,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: b
     from i2i.recipe import load_recipe
     from i2i.train import Trainer, default_run_dir
 
-    resolved = load_recipe(recipe, overrides)
+    resolved = load_recipe(recipe, overrides, resume=resume)
     for note in resolved.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     run_dir = out or default_run_dir(resolved)
@@ -198,6 +198,46 @@ def convert(reference: Path, out: Path | None) -> None:
                  f" tensors to {result.out}", highlight=False, markup=False, soft_wrap=True)
     stdout.print(f"translate with: i2i translate {result.out} IMAGES... --out DIR", highlight=False, markup=False,
                  soft_wrap=True)
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]),
+              help="onnx (torch.onnx, opset 18; run it with onnxruntime) or torchscript (torch.jit.trace).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write (.onnx or .pt).")
+@click.option("--direction", default="AtoB", show_default=True, help="AtoB or BtoA (what the run trained).")
+@click.option("--size", type=click.IntRange(min=1), default=None, metavar="N",
+              show_default="the run's crop size, else 256",
+              help="The example input is 1 x C x N x N; N must be a multiple of the generator's size multiple.")
+@click.option("--dynamic", is_flag=True,
+              help="Free batch, height and width axes in ONNX; both formats are then also checked at a second size.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,  # i2i.export.TOLERANCE
+              help="Largest max abs difference (outputs in [-1, 1]) between the exported file and the generator.")
+def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | None, dynamic: bool,
+           tolerance: float) -> None:
+    """Export the generator in CHECKPOINT (a run, checkpoint or .safetensors) to ONNX or TorchScript.
+
+    The exported file and the generator then translate the same inputs (uniform noise, a smooth synthetic
+    image and its negative, up to 3 held-out images of the run's data): if any output differs by more than the
+    tolerance, the export fails and nothing is written to --out.
+    """
+    from i2i.export import export_generator
+
+    report = export_generator(checkpoint, fmt, out, direction=direction, size=size, dynamic=dynamic,
+                              tolerance=tolerance)
+    for note in report.notes:
+        stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    shape = "x".join(map(str, report.input_shape))
+    detail = f"opset {report.opset}, " if report.opset else ""
+    axes = "free batch, height and width" if report.dynamic and fmt == "onnx" else f"example input {shape}"
+    which = f"{report.generator} ({report.direction})" if report.direction else report.generator
+    stdout.print(f"exported generator {which} to {report.out} ({fmt}, {detail}{axes})", highlight=False, markup=False,
+                 soft_wrap=True)
+    stdout.print(f"parity check ({report.runtime} against PyTorch, tolerance {report.tolerance:.3g}):",
+                 highlight=False, markup=False)
+    for label, difference in report.differences.items():
+        stdout.print(f"  {label}: max abs difference {difference:.3g}", highlight=False, markup=False)
+    stdout.print(f"passed: max abs difference {report.max_difference:.3g}", highlight=False, markup=False)
 
 
 @cli.command()

@@ -385,26 +385,32 @@ def _plot_losses(runs: list[_Run], path: Path) -> bool:
 # Translations
 
 
-def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[str, Tensor], str] | None:
-    """The first `samples` held-out items (A and B batches) of the first run whose dataset builds, and whence."""
+def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
+    """The first `count` held-out items of a run's data as A and B batches (its test split, else train), the
+    split and the dataset name."""
     from i2i.recipe import load_recipe
     from i2i.registry import default_registry
 
+    name, options = load_recipe(run / "recipe.toml").dataset()
+    dataset = default_registry().create("dataset", name, **options)
+    split = "test" if dataset.has_split("test") else "train"
+    items = dataset.load(split, augment=False)
+    count = min(count, len(items))
+    if count == 0:
+        raise I2IError(f"its {split} split is empty")
+    batch = [items[i] for i in range(count)]
+    return {d: torch.stack([item[d] for item in batch]) for d in "AB"}, split, name
+
+
+def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[str, Tensor], str] | None:
+    """The first `samples` held-out items (A and B batches) of the first run whose dataset builds, and whence."""
     for run in runs:
         try:
-            recipe = load_recipe(run.path / "recipe.toml")
-            name, options = recipe.dataset()
-            dataset = default_registry().create("dataset", name, **options)
-            split = "test" if dataset.has_split("test") else "train"
-            items = dataset.load(split, augment=False)
-            count = min(samples, len(items))
-            if count == 0:
-                raise I2IError(f"its {split} split is empty")
-            batch = [items[i] for i in range(count)]
-            inputs = {d: torch.stack([item[d] for item in batch]) for d in "AB"}
+            inputs, split, name = held_out_items(run.path, samples)
         except Exception as exc:  # any failure here costs the translations, never the rest of the page
             notes.append(f"{run.name}: cannot load its data for the translations ({first_line(exc)})")
             continue
+        count = len(inputs["A"])
         return inputs, (f"The first {count} {split} image{'s' * (count != 1)} of {run.name}'s data ({name}),"
                         " translated by each run's newest checkpoint.")
     return None

@@ -7,13 +7,16 @@ from torch's global RNG, so seeding torch (and the DataLoader's per-worker seedi
 from __future__ import annotations
 
 import colorsys
+import errno
 import hashlib
 import os
 import random
+import stat
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -46,14 +49,44 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 def read_image(path: Path | str) -> Image.Image:
-    """Decode the image file at `path` fully and return it as RGB, EXIF rotation applied; else raise I2IError."""
+    """Decode the image file at `path` fully and return it as RGB, EXIF rotation applied; else raise I2IError.
+
+    What PIL only warns about (a damaged EXIF block, a very large image) is warned again naming the file.
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = _exif_upright(image)
-            return _to_rgb(image)
+        with _open_file(path) as file, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(file) as image:
+                image.load()
+                image = _exif_upright(image)
+                image = _to_rgb(image)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
         raise I2IError(f"cannot read image {path}: {_reason(exc, path)}") from exc
+    for message in dict.fromkeys(_sentence(str(w.message)) for w in caught):
+        warnings.warn(f"{path}: {message}", stacklevel=2)
+    return image
+
+
+class NotAFileError(OSError):
+    """A path that names something other than a regular file, such as a named pipe or a device."""
+
+
+def _open_file(path: Path | str) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused without blocking (opening a named pipe would
+    wait for a writer forever)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+            raise NotAFileError(f"it is {kind}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _exif_upright(image: Image.Image) -> Image.Image:
@@ -106,6 +139,8 @@ def _reason(exc: BaseException, path: Path | str) -> str:
         return "permission denied"
     if isinstance(exc, FileNotFoundError):
         return "no such file (or a broken link)"
+    if isinstance(exc, NotAFileError):
+        return str(exc)
     if isinstance(exc, UnidentifiedImageError):
         try:
             if os.path.getsize(path) == 0:
@@ -114,9 +149,13 @@ def _reason(exc: BaseException, path: Path | str) -> str:
             pass
         return "not an image file, or a format PIL cannot read"
     if isinstance(exc, OSError) and exc.strerror:  # errno errors: str() would repeat the path
-        text = exc.strerror
-    else:
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        return _sentence(exc.strerror)
+    return _sentence(str(exc)) or type(exc).__name__
+
+
+def _sentence(text: str) -> str:
+    """A library message on one line, starting lower-case unless it starts with an acronym."""
+    text = " ".join(text.split()).rstrip(".")  # a sentence's period would clash with what callers append
     # PIL words its messages both ways ("Truncated File Read", "image file is truncated"); keep acronyms.
     return text[0].lower() + text[1:] if text[1:2].islower() else text
 
@@ -287,18 +326,24 @@ class UnpairedFolders(Dataset):
 def _opens(path: Path) -> bool:
     """Whether PIL recognises the file's header (cheap: nothing is decoded); warns naming the file if not."""
     try:
-        with Image.open(path):
-            return True
+        with _open_file(path) as file, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a damaged EXIF block: read_image names the file when it reads it
+            with Image.open(file):
+                return True
     except Exception as exc:
         warnings.warn(f"skipping {path}: {_reason(exc, path)}", stacklevel=3)
         return False
 
 
 class ImageFiles:
-    """A list of image files read by index, where a file that fails to decode is replaced by the next one."""
+    """A list of image files read by index, where a file that fails to decode is replaced by the next one.
 
-    def __init__(self, files: list[Path], folder: Path) -> None:
-        self.files, self.folder = list(files), folder
+    `check(image)` may name a reason why a decoded image is unusable too (e.g. too narrow for a pair).
+    """
+
+    def __init__(self, files: list[Path], folder: Path,
+                 check: Callable[[Image.Image], str | None] | None = None) -> None:
+        self.files, self.folder, self.check = list(files), folder, check
         # Indices that failed to decode, so each bad file is read and reported once per process.
         self._bad: set[int] = set()
 
@@ -311,8 +356,13 @@ class ImageFiles:
             position = (index + step) % len(self.files)
             if position in self._bad:
                 continue
+            path = self.files[position]
             try:
-                return self.files[position], read_image(self.files[position])
+                image = read_image(path)
+                problem = self.check(image) if self.check else None
+                if problem is None:
+                    return path, image
+                raise I2IError(f"cannot use image {path}: {problem}")
             except I2IError as err:
                 self._bad.add(position)
                 warnings.warn(f"{err}; using the next image of {self.folder} instead", stacklevel=3)
@@ -420,12 +470,19 @@ class AlignedFolders(Dataset):
                             self.flip, self.direction == "BtoA")
 
 
+def _pair_problem(image: Image.Image) -> str | None:
+    """Why a side-by-side image cannot hold an A|B pair, or None."""
+    if image.width < 2:
+        return f"it is {image.width} pixel wide, so it cannot hold A and B side by side"
+    return None
+
+
 class AlignedItems(torch.utils.data.Dataset):
     """Dict items {"A", "B", "A_path", "B_path"} cut from side-by-side images."""
 
     def __init__(self, files: list[Path], folder: Path, load_size: int, crop_size: int, augment: bool,
                  flip: bool, swap: bool) -> None:
-        self.pairs = ImageFiles(files, folder)
+        self.pairs = ImageFiles(files, folder, check=_pair_problem)
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
         self.swap = swap
 
@@ -436,8 +493,6 @@ class AlignedItems(torch.utils.data.Dataset):
         index = _check_index(index, len(self))
         path, image = self.pairs.read(index)
         width, height = image.size
-        if width < 2:
-            raise I2IError(f"{path} is {width} pixel wide: an aligned pair needs A and B side by side")
         half = width // 2
         left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
         a, b = (right, left) if self.swap else (left, right)

@@ -29,7 +29,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from i2i.atomic import atomic_file
-from i2i.checkpoint import STEP_DIR, list_checkpoints
+from i2i.checkpoint import STEP_DIR, list_checkpoints, read_state_json
 from i2i.data import AlignedFolders, UnpairedFolders
 from i2i.devices import resolve_device, usable_cpus
 from i2i.errors import I2IError, first_line
@@ -381,11 +381,7 @@ def _finite(value: float) -> float | int | None:
 
 def _directions(checkpoint: Path) -> list[str]:
     """The directions a checkpoint folder has generators for, as its training.json records them."""
-    try:
-        state = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise I2IError(f"cannot read {checkpoint / 'training.json'}: {exc}") from None
-    generators = state.get("generators") if isinstance(state, dict) else None
+    generators = read_state_json(checkpoint).get("generators")
     found = [d for d in DIRECTIONS if isinstance(generators, dict) and d in generators]
     if not found:
         raise I2IError(f"{checkpoint / 'training.json'} names no generator (an older i2i wrote it): evaluate"

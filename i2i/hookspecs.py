@@ -9,8 +9,9 @@ The module holds functions marked with ``@i2i.hookimpl`` whose names are the hoo
 the part *classes* the plugin adds; the core instantiates them with the options a recipe gives. A part class
 subclasses the interface of its kind from :mod:`i2i.parts`, sets ``name`` (the name recipes use, unique per
 kind) and ``options`` (a tuple of :class:`i2i.Option`), and its docstring's first line is the description
-``i2i list`` prints. Every option a recipe passes has been checked against ``options`` before the
-constructor runs, and the constructor receives every declared option as a keyword argument.
+``i2i list`` prints. Every option a recipe passes has been checked against ``options`` (and by the class's
+``check_options``, for checks that need several options or a look outside, e.g. a model name or a file) before
+the constructor runs, and the constructor receives every declared option as a keyword argument.
 
 The stock parts (ResNet generator, PatchGAN, LSGAN, ...) register through exactly these hooks.
 """
@@ -32,7 +33,9 @@ def i2i_generators() -> list[type[Generator]]:
     A generator is an ``nn.Module`` mapping (N, C, H, W) images in [-1, 1] to images of the same size. Set
     ``size_multiple`` to the factor input sizes must divide by, and ``batch_independent = False`` when an
     output depends on other samples of the batch (batch norm), which stops the trainer from batching calls.
-    Declare ``in_channels`` and ``out_channels`` options (default 3) so methods can set them.
+    Declare ``in_channels`` and ``out_channels`` options (default 3) so methods can set them. Implement
+    ``feature_channels`` and ``encode`` (see :class:`i2i.parts.Generator`) to expose the encoder's feature maps,
+    which methods that compare them (``cut``'s PatchNCE) need.
     """
 
 

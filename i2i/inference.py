@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from i2i.checkpoint import STEP_DIR, list_checkpoints, load_network
+from i2i.checkpoint import STATE_FILE, STEP_DIR, list_checkpoints, load_network, read_state_json
 from i2i.data import list_images, read_image
 from i2i.atomic import atomic_file
 from i2i.devices import resolve_device
@@ -69,8 +69,13 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     """
     file = generator_file(checkpoint, direction)
     meta = _part_metadata(file)
+    registry = default_registry()
     try:
-        net = default_registry().create("generator", meta["name"], **meta["options"])
+        # The saved weights replace the starting ones, so options that only pick those (a pretrained encoder's
+        # file or download) go back to their defaults: the file may be gone, the machine offline.
+        initial = {o.name: o.default for o in registry.info("generator", meta["name"]).options if o.init_only}
+        options = {key: initial.get(key, value) for key, value in meta["options"].items()}
+        net = registry.create("generator", meta["name"], **options)
     except I2IError as exc:
         raise I2IError(f"cannot rebuild the generator saved in {file}: {exc}") from None
     load_network(file, net)
@@ -101,22 +106,24 @@ def generator_file(checkpoint: Path | str, direction: str = "AtoB") -> Path:
 
 def _direction_file(folder: Path, direction: str) -> Path:
     """The generator file a checkpoint folder's training.json names for `direction`."""
-    state_file = folder / "training.json"
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    state_file = folder / STATE_FILE
+    if not state_file.exists():
         raise I2IError(f"checkpoint folder {folder} has no training.json: pass a generator file in it, e.g."
-                       f" {folder / 'G_A.safetensors'}") from None
-    except (OSError, ValueError) as exc:
-        raise I2IError(f"cannot read {state_file}: {exc}") from None
-    generators = state.get("generators") if isinstance(state, dict) else None
+                       f" {folder / 'G_A.safetensors'}")
+    state = read_state_json(folder)
+    generators = state.get("generators")
     if not isinstance(generators, dict) or not generators:
         # Checkpoints of older i2i versions did not record which file translates which way.
         raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
                        f" it): pass the generator file itself, e.g. {folder / 'G_A.safetensors'}")
     if direction not in generators:
-        raise I2IError(f"direction {direction!r} is not available in {folder}: use one of"
-                       f" {', '.join(sorted(generators))}")
+        recipe = state.get("recipe")
+        method = recipe.get("method") if isinstance(recipe, dict) else None
+        method = method.get("name") if isinstance(method, dict) else None
+        # a one-sided method (pix2pix's paired, CUT) trains one generator: say so rather than just "not there"
+        why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
+        raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
+                       f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
     file = folder / f"{generators[direction]}.safetensors"
     if not file.is_file():
         raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its training.json names")
@@ -260,10 +267,12 @@ def to_image(tensor: Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
-def pad_to_multiple(batch: Tensor, multiple: int) -> Tensor:
-    """Pad a (N, C, H, W) batch at the bottom and right to multiples of `multiple`, mirroring the edges."""
+def pad_to_multiple(batch: Tensor, multiple: int, minimum: int = 0) -> Tensor:
+    """Pad a (N, C, H, W) batch at the bottom and right to multiples of `multiple` (and sides of at least
+    `minimum`), mirroring the edges."""
     h, w = batch.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = max(-h % multiple, minimum - h), max(-w % multiple, minimum - w)
+    ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
     if not (ph or pw):
         return batch
     # Reflection needs the pad to be smaller than the side; tiny images repeat their edge instead.
@@ -273,11 +282,21 @@ def pad_to_multiple(batch: Tensor, multiple: int) -> Tensor:
 
 @torch.inference_mode()
 def run_generator(generator: Generator, batch: Tensor) -> Tensor:
-    """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back."""
+    """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back.
+
+    A side too short for the generator's layers (a 1-pixel-wide image leaves too little after the
+    downsamplings for their padding and normalisation) is padded to twice the multiple instead.
+    """
     h, w = batch.shape[-2:]
     param = next(generator.parameters(), None)
-    device = param.device if param is not None else batch.device
-    output = generator(pad_to_multiple(batch.to(device), max(1, generator.size_multiple)))
+    batch = batch.to(param.device if param is not None else batch.device)
+    multiple = max(1, generator.size_multiple)
+    try:
+        output = generator(pad_to_multiple(batch, multiple))
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or min(h, w) >= 2 * multiple:
+            raise
+        output = generator(pad_to_multiple(batch, multiple, minimum=2 * multiple))
     return output[..., :h, :w]
 
 
@@ -314,7 +333,7 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         group = pending.pop(key)
         try:
             translated = run_generator(generator, torch.stack([t for _, t in group]))
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 raise
             # Typically an image too small for the generator's padding after its downsamplings.
@@ -398,8 +417,10 @@ def _href(target: Path, base: Path) -> str:
 def _cell(path: Path, base: Path) -> str:
     href = html.escape(_href(path, base), quote=True)
     try:
-        with Image.open(path) as image:  # reads only the header
-            w, h = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a damaged EXIF block, already named when the image was read
+            with Image.open(path) as image:  # reads only the header
+                w, h = image.size
     except Exception:
         return f'<td><a href="{href}">{html.escape(path.name)}</a></td>'
     # Upscale small images (pixelated) so a 32 px image is visible; larger ones fit in 320 px.

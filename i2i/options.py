@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -22,6 +24,10 @@ class Option:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    #: True when the option only picks a network's starting weights (e.g. a pretrained encoder's file): a
+    #: network rebuilt to receive saved weights (i2i translate, evaluate) takes the default instead, so it needs
+    #: neither that file nor a download
+    init_only: bool = False
 
     @property
     def type_name(self) -> str:
@@ -35,6 +41,10 @@ class Option:
             raise I2IError(f"{where} must be {article(self.type_name)}, got {toml_value(value)}"
                            f" (e.g. {self.name} = {toml_value(self.default)})")
         value = converted
+        if isinstance(value, float) and not math.isfinite(value):
+            # nan passes every min/max comparison, and no option means anything at infinity
+            raise I2IError(f"{where} = {toml_value(value)} is not a finite number (e.g. {self.name} ="
+                           f" {toml_value(self.default)})")
         if self.choices is not None and value not in self.choices:
             close = closest(str(value), [str(c) for c in self.choices])
             hint = f"; did you mean {close!r}?" if close else ""
@@ -73,7 +83,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"'
+        # JSON's string escapes are valid TOML, and keep a newline or control character on one line
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):

@@ -32,6 +32,16 @@ class Part:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Check resolved options beyond what each Option checks alone; raise I2IError saying what to fix.
+
+        The registry calls it whenever it resolves a recipe table (with every option, defaults filled in), so
+        a value that only the part can judge (a model name, a file, one option against another) fails with
+        one line before anything is built or written. The message names the option (e.g. `level = 7 ...`);
+        the registry puts the table in front.
+        """
+
 
 class Generator(Part, nn.Module):
     """Maps a batch of images (N, C, H, W) in [-1, 1] to translated images of the same size."""
@@ -50,6 +60,32 @@ class Generator(Part, nn.Module):
         import the reference's published weights.
         """
         return None
+
+    # -- encoder features, for methods that compare them (CUT's PatchNCE) ----------------------------------
+    # A generator that implements `feature_channels` and `encode` can be used by such methods; one that does not
+    # gets a clear error from them. Layers are numbered by the generator (documented in its docstring), shallow
+    # to deep; 0 is conventionally the input image (or, for the ResNet, its padded copy).
+
+    def feature_channels(self) -> dict[int, int]:
+        """The encoder layers `encode` can tap, shallow to deep, each mapped to its feature map's channel count.
+
+        Methods size their per-layer heads from it before the first step and check a recipe's layer list
+        against it. The default raises I2IError: the generator does not expose its encoder.
+        """
+        from i2i.errors import I2IError
+
+        raise I2IError(f"generator {self.name!r} does not expose its encoder features (Generator.feature_channels"
+                       " and encode), which a method that compares them (e.g. cut) needs")
+
+    def default_feature_layers(self) -> tuple[int, ...]:
+        """The layers a method taps when the recipe leaves the choice to the generator: by default all of them."""
+        return tuple(self.feature_channels())
+
+    def encode(self, images: Tensor, layers: list[int]) -> list[Tensor]:
+        """The feature maps (N, C, H', W') of `images` at encoder `layers` (keys of `feature_channels`), in the
+        order given; differentiable, and only as much of the network is run as the deepest layer needs."""
+        self.feature_channels()  # raises the error above for a generator that does not implement the interface
+        raise NotImplementedError(f"generator {self.name!r} declares feature_channels but not encode")
 
 
 class Discriminator(Part, nn.Module):

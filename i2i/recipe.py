@@ -144,15 +144,16 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry | None = None) -> Recipe:
-    """Read, override and resolve a recipe file."""
+def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry | None = None,
+                resume: bool = False) -> Recipe:
+    """Read, override and resolve a recipe file (for --resume, starting-weight files are not required)."""
     path = Path(path)
     registry = registry or default_registry()
     original = read_toml(path)
     tree = apply_overrides(original, list(overrides))
     try:
         notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
-        recipe = resolve(tree, registry, source=path)
+        recipe = resolve(tree, registry, source=path, initial_weights=not resume)
     except I2IError as exc:
         raise I2IError(f"{path}: {exc}") from None
     recipe.notes = tuple(notes)
@@ -193,10 +194,33 @@ def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], 
         if dropped:
             notes.append(f"[{'.'.join(key[:-1])}] name = {name!r} (from --set) does not take "
                          f"{', '.join(dropped)} from the recipe file: dropped")
+        if kind == "method":
+            notes += _drop_tables_of_swapped_method(original, tree, parsed, registry.info("method", name).cls)
     return notes
 
 
-def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path | None = None) -> Recipe:
+def _drop_tables_of_swapped_method(original: dict[str, Any], tree: dict[str, Any], parsed: list[tuple[str, ...]],
+                                   method_cls: type[Method]) -> list[str]:
+    """When --set swaps the method, drop the file's loss slots and component tables the new method does not use
+    (so one sweep can compare methods, e.g. cycle and cut); tables the overrides themselves set are kept."""
+    set_here = {k[:2] if k[0] == "loss" else k[:1] for k in parsed}
+    dropped = [f"[{table}]" for table in COMPONENTS
+               if table in original and table not in method_cls.parts and (table,) not in set_here]
+    for table in dropped:
+        del tree[table[1:-1]]
+    losses = tree.get("loss")
+    if isinstance(losses, dict) and isinstance(original.get("loss"), dict):
+        for slot in [s for s in original["loss"] if s not in method_cls.losses and ("loss", s) not in set_here]:
+            losses.pop(slot, None)
+            dropped.append(f"[loss.{slot}]")
+    if not dropped:
+        return []
+    return [f"[method] name = {method_cls.name!r} (from --set) does not use {', '.join(dropped)} of the recipe"
+            " file: dropped"]
+
+
+def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path | None = None,
+            initial_weights: bool = True) -> Recipe:
     """Check a recipe tree against the installed parts and fill in every default."""
     registry = registry or default_registry()
     for key, value in tree.items():
@@ -222,7 +246,8 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
     for table in COMPONENTS:
         if table in method_cls.parts:
             part_name, part_options = _named(tree, table, registry)
-            tables[table] = {"name": part_name, **registry.resolve_options(table, part_name, part_options, table)}
+            tables[table] = {"name": part_name, **registry.resolve_options(table, part_name, part_options, table,
+                                                                           initial_weights)}
         elif table in tree:
             raise I2IError(f"[{table}] is not used by method {method_name!r} (it uses "
                            f"{', '.join(f'[{p}]' for p in method_cls.parts)}); remove the table")

@@ -156,9 +156,24 @@ class Registry:
             ],
         }
 
-    def resolve_options(self, kind: str, name: str, options: dict[str, Any], where: str = "") -> dict[str, Any]:
-        """Check `options` against what part `name` declares and fill in its defaults."""
-        return OptionSet(self.info(kind, name).options).resolve(options, where or kind)
+    def resolve_options(self, kind: str, name: str, options: dict[str, Any], where: str = "",
+                        initial_weights: bool = True) -> dict[str, Any]:
+        """Check `options` against what part `name` declares (and its own check_options); fill in its defaults.
+
+        With `initial_weights` false (a run resuming from a checkpoint), options that only pick the starting
+        weights are kept but not checked by the part, as no file or download will be read for them.
+        """
+        part = self.info(kind, name)
+        where = where or kind
+        resolved = OptionSet(part.options).resolve(options, where)
+        checked = dict(resolved)
+        if not initial_weights:
+            checked.update({o.name: o.default for o in part.options if o.init_only})
+        try:
+            part.cls.check_options(checked)
+        except I2IError as exc:
+            raise I2IError(f"[{where}] {exc}") from None
+        return resolved
 
     def create(self, kind: str, name: str, /, **options: Any) -> Any:
         """Build part `name` of `kind` with `options` (checked against its declared options)."""

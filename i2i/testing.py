@@ -60,7 +60,9 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
     built with `options` (pass small widths; image sides are `size` rounded up to `size_multiple`):
 
     - generator: output shape = input shape (with out_channels), finite; gradients reach the parameters;
-      batch_independent holds; options_from_state_dict, if it recognises the part's own weights, rebuilds it.
+      batch_independent holds; options_from_state_dict, if it recognises the part's own weights, rebuilds it;
+      encode(), if feature_channels() is implemented, gives finite maps of the declared channels for every
+      layer, in the order asked, with gradients, and default_feature_layers() are among the layers.
     - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds;
       features(), if implemented, is a list of finite maps.
     - adversarial loss: finite scalars for both targets with a gradient to the prediction; penalty(), if any.
@@ -219,6 +221,8 @@ def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) 
             " the image size (set size_multiple if sides must divide by something)")
     _check_batching(net, images, output, label)
     _check_gradients(net, output, label)
+    if type(net).feature_channels is not Generator.feature_channels:
+        _check_encoder_features(net, images, label)
     found = type(net).options_from_state_dict(net.state_dict())
     if found is not None:
         # A part that recognises state dicts must at least recognise its own, rebuilding the same network.
@@ -227,6 +231,27 @@ def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) 
         except (RuntimeError, TypeError) as exc:
             raise AssertionError(f"{label}: options_from_state_dict gave {found}, which does not load the"
                                  f" part's own weights: {exc}") from None
+
+
+def _check_encoder_features(net: Generator, images: Tensor, label: str) -> None:
+    """feature_channels, default_feature_layers and encode agree (what contrastive methods such as cut rely on)."""
+    channels = net.feature_channels()
+    _expect(isinstance(channels, dict) and bool(channels), label, "feature_channels() must return a non-empty dict"
+            " {layer: channels}")
+    defaults = tuple(net.default_feature_layers())
+    _expect(bool(defaults) and all(layer in channels for layer in defaults), label,
+            f"default_feature_layers() gives {defaults}, which must be a non-empty choice of feature_channels()'s"
+            f" layers {sorted(channels)}")
+    layers = sorted(channels, reverse=True)  # deepest first: encode must follow the order it is asked in
+    maps = net.encode(images, layers)
+    _expect(isinstance(maps, list) and len(maps) == len(layers), label,
+            f"encode(images, {layers}) must return a list of {len(layers)} maps")
+    for layer, found in zip(layers, maps):
+        _finite(found, label, f"encode's map of layer {layer}")
+        _expect(found.dim() == 4 and tuple(found.shape[:2]) == (images.shape[0], channels[layer]), label,
+                f"encode's map of layer {layer} has shape {tuple(found.shape)}, expected ({images.shape[0]},"
+                f" {channels[layer]}, H, W) as feature_channels() declares")
+    _check_gradients(net, maps[0], label)
 
 
 def _check_discriminator(net: Any, label: str, size: int, resolved: dict[str, Any]) -> None:

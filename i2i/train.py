@@ -100,14 +100,20 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False) -> None:
 class PartBuilder:
     """Builds the parts a method asks for, as the recipe says (the PartFactory a method receives)."""
 
-    def __init__(self, recipe: Recipe, registry: Registry) -> None:
+    def __init__(self, recipe: Recipe, registry: Registry, initial_weights: bool = True) -> None:
         self.recipe = recipe
         self.registry = registry
+        # False when a checkpoint will replace the starting weights (--resume): options that only pick those
+        # (a pretrained encoder's file or download) then take their defaults, needing neither file nor network
+        self.initial_weights = initial_weights
         self.built: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id(net) -> kind, name, options
 
     def _network(self, kind: str, overrides: dict[str, Any]) -> nn.Module:
         name, options = self.recipe.part(kind)
-        options = self.registry.resolve_options(kind, name, {**options, **overrides}, kind)
+        options = {**options, **overrides}
+        if not self.initial_weights:
+            options.update({o.name: o.default for o in self.registry.info(kind, name).options if o.init_only})
+        options = self.registry.resolve_options(kind, name, options, kind)
         net = self.registry.info(kind, name).cls(**options)
         self.built[id(net)] = (kind, name, options)
         return net
@@ -280,7 +286,8 @@ class Trainer:
             raise I2IError(f"method {method_name!r} needs paired data, but dataset {data_name!r} is unpaired: use"
                            " data.name = \"aligned\" (A|B side-by-side images), or synthetic data with"
                            " data.paired = true")
-        self.builder = PartBuilder(recipe, self.registry)
+        self.builder = PartBuilder(recipe, self.registry,
+                                   initial_weights=not (resume and list_checkpoints(self.run_dir / "checkpoints")))
         self.method.build(self.builder)
         self.networks = self.method.networks()
         self.channels_last = run["channels_last"]
@@ -335,8 +342,9 @@ class Trainer:
     def _metadata(self) -> dict[str, dict[str, str]]:
         meta = {}
         for name, net in self.networks.items():
-            kind, part, options = self.builder.built[id(net)]
-            meta[name] = part_metadata(kind, part, options)
+            if id(net) in self.builder.built:  # a network the method made itself (e.g. CUT's heads) has no part name
+                kind, part, options = self.builder.built[id(net)]
+                meta[name] = part_metadata(kind, part, options)
         return meta
 
     def generator_files(self) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -21,6 +23,19 @@ TINY = [
     "--set", "discriminator.channels=4", "--set", "train.max_steps=4", "--set", "train.log_every=2",
     "--set", "train.checkpoint_every=2", "--set", "train.samples=2",
 ]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's in-process runs (restored after): tiny networks gain nothing from more,
+    and on a busy 2-core machine spinning threads only slow each other down. Runs compared bit for bit must
+    all run under it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @dataclass
@@ -68,3 +83,23 @@ def error_line(result: Result) -> str:
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, result.err
     return errors[0]
+
+
+def checkpoint_tensors(folder: Path) -> dict[str, object]:
+    """Every tensor of a checkpoint folder, keyed "<file stem>/<tensor name>"."""
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        out.update({f"{file.stem}/{k}": v for k, v in load_file(file).items()})
+    return out
+
+
+def assert_same_final_state(a: Path, b: Path, step: int) -> None:
+    """Runs `a` and `b` hold bit-identical checkpoints at `step` and the same metrics (but for the time)."""
+    name = f"step-{step:08d}"
+    ta, tb = checkpoint_tensors(a / "checkpoints" / name), checkpoint_tensors(b / "checkpoints" / name)
+    assert ta.keys() == tb.keys() and len(ta) > 20
+    different = [k for k in ta if not (ta[k].dtype == tb[k].dtype and ta[k].equal(tb[k]))]
+    assert not different, different[:5]
+    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k != "elapsed"}  # noqa: E731
+                         for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert strip(a) == strip(b)

@@ -149,7 +149,7 @@ def test_permission_denied_reason_when_running_as_root(tmp_path: Path, monkeypat
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Image, "open", refuse)
+    monkeypatch.setattr("i2i.data._open_file", refuse)  # tests/test_bad_inputs.py has a real unreadable file
     with pytest.raises(I2IError, match="locked.png: permission denied$"):
         read_image(path)
 

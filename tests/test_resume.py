@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,32 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from conftest import RECIPES, TINY, error_line
+from conftest import RECIPES, TINY, assert_same_final_state, checkpoint_tensors, error_line
 
 QUICK = RECIPES / "quickstart.toml"
 # a pool of 3 fills in 3 steps, so its random swaps (and their RNG state) are exercised across the resume
 LONG = [*TINY, "--set", "data.count=16", "--set", "train.max_steps=40", "--set", "train.checkpoint_every=3", "--set", "train.log_every=5",
         "--set", "buffer.size=3", "--set", "train.keep_checkpoints=0"]
-
-
-def checkpoint_tensors(folder: Path) -> dict[str, object]:
-    out = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        out.update({f"{file.stem}/{k}": v for k, v in load_file(file).items()})
-    return out
-
-
-def assert_same_final_state(a: Path, b: Path, step: int) -> None:
-    name = f"step-{step:08d}"
-    ta, tb = checkpoint_tensors(a / "checkpoints" / name), checkpoint_tensors(b / "checkpoints" / name)
-    assert ta.keys() == tb.keys() and len(ta) > 20
-    different = [k for k in ta if not (ta[k].dtype == tb[k].dtype and ta[k].equal(tb[k]))]
-    assert not different, different[:5]
-    strip = lambda run: [{k: v for k, v in json.loads(line).items() if k != "elapsed"}  # noqa: E731
-                         for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert strip(a) == strip(b)
 
 
 def start(run: Path, *extra: str) -> subprocess.Popen:

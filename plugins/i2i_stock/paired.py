@@ -12,7 +12,7 @@ from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import (AdversarialLoss, Discriminator, Generator, LossSlot, Method, PartFactory,
                        ReconstructionLoss, Stepper)
-from i2i_stock.steps import call, set_requires_grad
+from i2i_stock.steps import set_requires_grad, update_discriminator
 
 
 class PairedMethod(Method):
@@ -59,20 +59,10 @@ class PairedMethod(Method):
         real_A, real_B = batch["A"], batch["B"]
         with optim.autocast():
             fake_B = self.G(real_A)
-            set_requires_grad([self.D], True)
             real_AB = torch.cat((real_A, real_B), 1)
             fake_AB = torch.cat((real_A, fake_B.detach()), 1)
-            batched = self.batch_calls and getattr(self.D, "batch_independent", False)
-            pred_fake, pred_real = call(self.D, fake_AB, real_AB, batched=batched)
-            losses = {"D_fake": self.gan(pred_fake, False), "D_real": self.gan(pred_real, True)}
-            loss_D = (losses["D_fake"] + losses["D_real"]) * 0.5
-            penalty = self.gan.penalty(self.D, real_AB, fake_AB)
-            if penalty is not None:
-                losses["D_penalty"] = penalty
-                loss_D = loss_D + penalty
-        optim.zero_grad("D")
-        optim.backward(loss_D)
-        optim.step("D")
+        batched = self.batch_calls and getattr(self.D, "batch_independent", False)
+        losses = update_discriminator(self.D, self.gan, real_AB, fake_AB, optim, batched=batched)
 
         set_requires_grad([self.D], False)
         with optim.autocast():

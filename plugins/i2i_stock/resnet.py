@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2i.hookspecs import hookimpl
@@ -16,6 +17,10 @@ _DOWNSAMPLINGS = 2
 _FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)
 _AFTER_BLOCKS = 7  # the last conv's index past the blocks: 2 x (convT, norm, relu), pad
 _BLOCK_KEY = re.compile(r"^model\.(\d+)\.conv_block\.")
+# The layers CUT taps by default (Park et al. 2020, its code's --nce_layers): indices into the same layer sequence
+# (the paper's code with --no_antialias has this CycleGAN layout): the padded input, the first downsampling conv,
+# the second downsampling's norm, the outputs of the 3rd and 7th residual blocks.
+_PAPER_FEATURE_LAYERS = (0, 4, 8, 12, 16)
 
 
 class ResnetBlock(nn.Module):
@@ -38,7 +43,13 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(Generator):
-    """ResNet generator of the CycleGAN paper (9 residual blocks between 2 down- and 2 upsamplings)."""
+    """ResNet generator of the CycleGAN paper (9 residual blocks between 2 down- and 2 upsamplings).
+
+    Encoder features (`encode`, for CUT): layer i is the output of module i of its layer sequence `model`, as in
+    the CUT paper's code; the encoder is modules 0 to 9 + blocks: 0 reflection pad (the input), 1-3 conv, norm,
+    relu, 4-6 and 7-9 the two downsamplings (conv, norm, relu), 10 onwards the residual blocks. Default taps:
+    the paper's 0, 4, 8, 12, 16, as far as the encoder reaches.
+    """
 
     name = "resnet"
     options = (
@@ -72,6 +83,7 @@ class ResnetGenerator(Generator):
         # The last conv always has a bias: no norm follows it.
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.encoder_layers = _FIRST_BLOCK + blocks  # modules 0 .. encoder_layers - 1 make up the encoder
         init_weights(self, init, init_gain)
 
     @classmethod
@@ -116,6 +128,32 @@ class ResnetGenerator(Generator):
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] to images of the same size in [-1, 1]."""
         return self.model(x)
+
+    def feature_channels(self) -> dict[int, int]:
+        """Layers 0 to 9 + blocks (modules of `model` up to the last residual block) and their channels."""
+        channels, width = {}, self.model[1].in_channels
+        for index, module in enumerate(self.model[:self.encoder_layers]):
+            if isinstance(module, nn.Conv2d):
+                width = module.out_channels
+            channels[index] = width
+        return channels
+
+    def default_feature_layers(self) -> tuple[int, ...]:
+        """The CUT paper's layers 0, 4, 8, 12, 16, without those past the last residual block."""
+        return tuple(layer for layer in _PAPER_FEATURE_LAYERS if layer < self.encoder_layers)
+
+    def encode(self, images: Tensor, layers: list[int]) -> list[Tensor]:
+        """The outputs of modules `layers` of `model` for `images`, running the modules up to the deepest one."""
+        wanted, found = set(layers), {}
+        x = images
+        for index, module in enumerate(self.model[:max(layers) + 1]):
+            if index - 1 in wanted and isinstance(module, nn.ReLU) and module.inplace:
+                x = F.relu(x)  # an in-place ReLU would overwrite the tapped output of the module before it
+            else:
+                x = module(x)
+            if index in wanted:
+                found[index] = x
+        return [found[layer] for layer in layers]
 
 
 @hookimpl

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from i2i.parts import AdversarialLoss, Stepper
+
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
     """Turn gradients of `nets` on or off (off while the generator updates, as the reference does)."""
@@ -19,3 +21,25 @@ def call(net: nn.Module, *batches: Tensor, batched: bool) -> list[Tensor]:
         return [net(b) for b in batches]
     out = net(torch.cat(batches, 0))
     return list(out.split([b.shape[0] for b in batches], 0))
+
+
+def update_discriminator(net: nn.Module, gan: AdversarialLoss, real: Tensor, fake: Tensor, optim: Stepper,
+                         group: str = "D", batched: bool = False) -> dict[str, Tensor]:
+    """One update of `net` on real vs (detached) fake inputs: GAN loss halved, plus the loss's penalty if any.
+
+    Returns the terms for logging: D_fake, D_real and, when the loss has one, D_penalty.
+    """
+    fake = fake.detach()
+    set_requires_grad([net], True)
+    with optim.autocast():
+        pred_fake, pred_real = call(net, fake, real, batched=batched)
+        losses = {"D_fake": gan(pred_fake, False), "D_real": gan(pred_real, True)}
+        loss = (losses["D_fake"] + losses["D_real"]) * 0.5
+        penalty = gan.penalty(net, real, fake)
+        if penalty is not None:
+            losses["D_penalty"] = penalty
+            loss = loss + penalty
+    optim.zero_grad(group)
+    optim.backward(loss)
+    optim.step(group)
+    return losses

@@ -16,6 +16,7 @@ from i2i_stock.layers import (
 # Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
 _FIRST_DROPOUT_LEVEL = 4
 _KERNEL = 4
+_DEFAULT_FEATURE_LAYERS = 5  # layers 0-4 are tapped by default
 
 # Indices inside a level's Sequential, which are part of the state-dict keys shared with the reference:
 # outermost conv, sub, relu, convT, tanh; middle lrelu, conv, norm, sub, relu, convT, norm, [dropout];
@@ -31,6 +32,7 @@ class UnetBlock(nn.Module):
                  outermost: bool, dropout: bool) -> None:
         super().__init__()
         self.outermost = outermost
+        self.innermost = submodule is None and not outermost
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         # The skip connection doubles what the level above hands back up.
         up_in = inner if submodule is None else inner * 2
@@ -58,9 +60,27 @@ class UnetBlock(nn.Module):
             return self.model(x)
         return torch.cat([x, self.model(x)], 1)
 
+    def down(self, x: Tensor) -> Tensor:
+        """The level's way down: what it hands to the level below (its conv, after the norm, if any)."""
+        if self.outermost:
+            return self.model[_OUTER_DOWN](x)
+        steps = 2 if self.innermost else 3  # lrelu, conv[, norm]
+        for module in self.model[:steps]:
+            x = module(x)
+        return x
+
+    def inner(self) -> UnetBlock | None:
+        """The level below this one, or None."""
+        sub = None if self.innermost else self.model[_OUTER_SUB if self.outermost else _SUB]
+        return sub if isinstance(sub, UnetBlock) else None
+
 
 class UnetGenerator(Generator):
-    """U-Net generator of pix2pix: `downs` stride-2 levels with skip connections (8 for 256 px, 7 for 128 px)."""
+    """U-Net generator of pix2pix: `downs` stride-2 levels with skip connections (8 for 256 px, 7 for 128 px).
+
+    Encoder features (`encode`, for CUT): layer 0 is the input image, layer k (1 to downs) the output of the k-th
+    downsampling (its conv, then its norm); default taps 0 to 4 (down to 1/16 of the image size).
+    """
 
     name = "unet"
     options = (
@@ -88,6 +108,7 @@ class UnetGenerator(Generator):
                               norm=norm, submodule=block, outermost=outermost,
                               dropout=dropout and _FIRST_DROPOUT_LEVEL <= level < downs - 1)
         self.model = block
+        self.feature_widths = (in_channels, *(stage_width(channels, level) for level in range(downs)))
         init_weights(self, init, init_gain)
 
     @classmethod
@@ -124,6 +145,23 @@ class UnetGenerator(Generator):
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] (sides multiples of 2**downs) to images of the same size."""
         return self.model(x)
+
+    def feature_channels(self) -> dict[int, int]:
+        """Layer 0 (the input) and 1 to downs (the downsamplings), with their channels."""
+        return dict(enumerate(self.feature_widths))
+
+    def default_feature_layers(self) -> tuple[int, ...]:
+        """The input and the first four downsamplings (CUT's default taps reach 1/4 of a ResNet's size)."""
+        return tuple(range(min(len(self.feature_widths), _DEFAULT_FEATURE_LAYERS)))
+
+    def encode(self, images: Tensor, layers: list[int]) -> list[Tensor]:
+        """The input (layer 0) and the outputs of the downsamplings `layers`, going down as deep as needed."""
+        found, x, block = {0: images}, images, self.model
+        for level in range(1, max(layers) + 1):
+            x = block.down(x)
+            found[level] = x
+            block = block.inner()
+        return [found[layer] for layer in layers]
 
 
 def _norm_from_keys(state: dict[str, Tensor], biased: bool) -> str | None:
