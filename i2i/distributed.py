@@ -124,34 +124,21 @@ class Distributed:
             return
         params = [p for p in parameters if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])  # one call: latency, not bandwidth, bounds small nets
-        with self._collective("averaging gradients"):
-            dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for param, grad in zip(params, grads):
-            n = grad.numel()
-            value = flat[offset:offset + n].view_as(grad)
+        for param, total in zip(params, self.sum(grads, "averaging gradients")):
+            mean = total / self.world_size
             if param.grad is None:
-                param.grad = value.clone()
+                param.grad = mean
             else:
-                param.grad.copy_(value)
-            offset += n
+                param.grad.copy_(mean)
 
-    def sum(self, tensors: list[Tensor]) -> list[Tensor]:
-        """The elementwise sums of `tensors` over the processes (floats, same shapes on every rank)."""
+    def sum(self, tensors: list[Tensor], what: str = "summing the logged losses") -> list[Tensor]:
+        """The elementwise sums of `tensors` over the processes (one dtype, same shapes on every rank)."""
         if not self.active or not tensors:
             return tensors
-        flat = torch.cat([t.float().reshape(-1) for t in tensors])
-        with self._collective("summing the logged losses"):
+        flat = torch.cat([t.reshape(-1) for t in tensors])  # one call: latency, not bandwidth, bounds small nets
+        with self._collective(what):
             dist.all_reduce(flat)
-        out, offset = [], 0
-        for t in tensors:
-            out.append(flat[offset:offset + t.numel()].view(t.shape))
-            offset += t.numel()
-        return out
+        return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
     def any(self, flag: bool) -> bool:
         """Whether any process passed True (e.g. a Ctrl-C one of them received); a host-side call."""

@@ -73,7 +73,7 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     try:
         # The saved weights replace the starting ones, so options that only pick those (a pretrained encoder's
         # file or download) go back to their defaults: the file may be gone, the machine offline.
-        initial = {o.name: o.default for o in registry.info("generator", meta["name"]).options if o.init_only}
+        initial = registry.initial_weight_defaults("generator", meta["name"])
         options = {key: initial.get(key, value) for key, value in meta["options"].items()}
         net = registry.create("generator", meta["name"], **options)
     except I2IError as exc:

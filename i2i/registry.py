@@ -168,12 +168,16 @@ class Registry:
         resolved = OptionSet(part.options).resolve(options, where)
         checked = dict(resolved)
         if not initial_weights:
-            checked.update({o.name: o.default for o in part.options if o.init_only})
+            checked.update(self.initial_weight_defaults(kind, name))
         try:
             part.cls.check_options(checked)
         except I2IError as exc:
             raise I2IError(f"[{where}] {exc}") from None
         return resolved
+
+    def initial_weight_defaults(self, kind: str, name: str) -> dict[str, Any]:
+        """The defaults of part `name`'s options that only pick its starting weights (Option.init_only)."""
+        return {o.name: o.default for o in self.info(kind, name).options if o.init_only}
 
     def create(self, kind: str, name: str, /, **options: Any) -> Any:
         """Build part `name` of `kind` with `options` (checked against its declared options)."""

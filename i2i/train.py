@@ -112,7 +112,7 @@ class PartBuilder:
         name, options = self.recipe.part(kind)
         options = {**options, **overrides}
         if not self.initial_weights:
-            options.update({o.name: o.default for o in self.registry.info(kind, name).options if o.init_only})
+            options.update(self.registry.initial_weight_defaults(kind, name))
         options = self.registry.resolve_options(kind, name, options, kind)
         net = self.registry.info(kind, name).cls(**options)
         self.built[id(net)] = (kind, name, options)
