@@ -112,7 +112,7 @@ def counting_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 @cli.command(name="list")
-@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
 def list_parts(kind: str | None) -> None:
     """List installed parts (of one KIND), with the package each comes from."""
     from i2i.registry import default_registry
@@ -131,7 +131,7 @@ def list_parts(kind: str | None) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("kind", type=click.Choice(list(KINDS)))
 @click.argument("name")
 def info(kind: str, name: str) -> None:
     """Show a part's description, package and options."""

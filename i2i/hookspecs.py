@@ -13,14 +13,20 @@ kind) and ``options`` (a tuple of :class:`i2i.Option`), and its docstring's firs
 ``check_options``, for checks that need several options or a look outside, e.g. a model name or a file) before
 the constructor runs, and the constructor receives every declared option as a keyword argument.
 
-The stock parts (ResNet generator, PatchGAN, LSGAN, ...) register through exactly these hooks.
+The stock parts (ResNet generator, PatchGAN, LSGAN, Adam, the linear schedule, the metrics.jsonl writer, ...)
+register through exactly these hooks.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
-from i2i.parts import Buffer, Dataset, Discriminator, Generator, Loss, Method
+from i2i.parts import Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
+
+if TYPE_CHECKING:
+    import click
 
 hookspec = pluggy.HookspecMarker("i2i")
 hookimpl = pluggy.HookimplMarker("i2i")
@@ -84,4 +90,46 @@ def i2i_datasets() -> list[type[Dataset]]:
 
     ``load(split, augment)`` returns a ``torch.utils.data.Dataset`` whose items are dicts with "A" and "B"
     image tensors in [-1, 1] and their paths "A_path", "B_path".
+    """
+
+
+@hookspec
+def i2i_optimizers() -> list[type[Optimizer]]:
+    """Return optimizer classes (subclasses of :class:`i2i.parts.Optimizer`).
+
+    ``build(params)`` returns a ``torch.optim.Optimizer`` over one parameter group of a method (e.g. "G" or
+    "D"). Declare an ``lr`` option: the schedule multiplies it. The optimizer's ``state_dict`` is saved in every
+    checkpoint and restored on --resume.
+    """
+
+
+@hookspec
+def i2i_schedules() -> list[type[Schedule]]:
+    """Return learning-rate schedule classes (subclasses of :class:`i2i.parts.Schedule`).
+
+    ``factor(clock)`` is asked before every step and multiplies each group's base rate; ``clock`` says the
+    step, epoch and the run's length (:class:`i2i.parts.ScheduleClock`). A schedule that keeps state returns
+    it from ``state_dict`` for checkpoints.
+    """
+
+
+@hookspec
+def i2i_callbacks() -> list[type[Callback]]:
+    """Return callback classes (subclasses of :class:`i2i.parts.Callback`).
+
+    A callback acts on the loop's lifecycle events: ``on_train_start``, ``on_step_end`` (with the step's loss
+    tensors), ``on_log`` (the logged means, as a record later callbacks see), ``on_checkpoint_save`` /
+    ``on_checkpoint_load``, and ``on_train_end`` (also after Ctrl-C or a non-finite loss). Its
+    ``state_dict`` goes into every checkpoint. A recipe enables it with a ``[callback.<name>]`` table of its
+    options; set ``default = True`` on the class to run without being named (the stock metrics.jsonl writer,
+    progress bar, samples, report, checkpoints and finite-loss check do).
+    """
+
+
+@hookspec
+def i2i_commands() -> list[click.Command]:
+    """Return ``click`` commands to add to the ``i2i`` command line (e.g. ``i2i hello``).
+
+    A command whose name is taken (by the core or another plugin) is not added; ``i2i --help`` warns naming
+    both packages. Raise :class:`i2i.I2IError` for a clear one-line error.
     """

@@ -1,4 +1,5 @@
-"""The interfaces every part implements: Generator, Discriminator, Loss, Buffer, Dataset and Method.
+"""The interfaces every part implements: Generator, Discriminator, Loss, Buffer, Dataset, Method, and the
+training loop's plugins: Optimizer, Schedule and Callback.
 
 The core trains against these classes only; concrete parts live in plugins and reach the core through the
 `i2i` entry-point group (see hookspecs.py). Each part class declares a `name` (used in recipes), its
@@ -16,13 +17,12 @@ from torch import Tensor, nn
 
 from i2i.options import Option
 
-KINDS = ("generator", "discriminator", "loss", "buffer", "method", "dataset")
-
-
 class Part:
     """Base of every part: a recipe name, declared options and a description."""
 
     kind: ClassVar[str] = ""
+    #: the hook (in hookspecs.py) that returns the classes of this kind
+    hook: ClassVar[str] = ""
     name: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
 
@@ -47,6 +47,7 @@ class Generator(Part, nn.Module):
     """Maps a batch of images (N, C, H, W) in [-1, 1] to translated images of the same size."""
 
     kind = "generator"
+    hook = "i2i_generators"
     #: input height and width must be multiples of this (2 ** number of downsamplings)
     size_multiple: int = 1
     #: True when each output depends on its own input only (instance norm or none), so calls may be batched
@@ -92,6 +93,7 @@ class Discriminator(Part, nn.Module):
     """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch."""
 
     kind = "discriminator"
+    hook = "i2i_discriminators"
     batch_independent: bool = True
 
     def features(self, images: Tensor) -> list[Tensor]:
@@ -106,6 +108,7 @@ class Loss(Part, nn.Module):
     """Base of all losses; a loss is one of the two roles below."""
 
     kind = "loss"
+    hook = "i2i_losses"
 
 
 class AdversarialLoss(Loss):
@@ -134,6 +137,7 @@ class Buffer(Part):
     """Holds past generated images and answers a query batch with a mix of new and stored images."""
 
     kind = "buffer"
+    hook = "i2i_buffers"
 
     def query(self, images: Tensor) -> Tensor:  # pragma: no cover - interface
         """Return the images the discriminator should see in place of `images` (same shape)."""
@@ -154,6 +158,7 @@ class Dataset(Part):
     """
 
     kind = "dataset"
+    hook = "i2i_datasets"
     #: True when item i's A and B images correspond (pix2pix); False for unpaired domains (CycleGAN)
     paired: ClassVar[bool] = False
 
@@ -215,12 +220,16 @@ class Method(Part):
     """How one training step is computed from parts (e.g. the unpaired cycle step)."""
 
     kind = "method"
+    hook = "i2i_methods"
     #: the loss slots this method reads from [loss.<slot>] recipe tables
     losses: ClassVar[dict[str, LossSlot]] = {}
     #: the component tables this method builds parts from ([generator], [discriminator], [buffer])
     parts: ClassVar[tuple[str, ...]] = ("generator",)
     #: True when the method needs paired data (item i's A and B correspond), e.g. pix2pix
     paired_data: ClassVar[bool] = False
+    #: the names `optimizer_groups` returns (e.g. ("G", "D")), so a recipe's [optim.<group>] tables are checked
+    #: before anything is built; empty when they are known only once built
+    groups: ClassVar[tuple[str, ...]] = ()
 
     def build(self, parts: PartFactory) -> None:  # pragma: no cover - interface
         """Create networks, losses and buffers from `parts`."""
@@ -250,3 +259,135 @@ class Method(Part):
     def generator_for(self, direction: str) -> Generator:  # pragma: no cover - interface
         """The generator that translates in `direction` ("AtoB" or "BtoA"); KeyError for one it cannot."""
         raise NotImplementedError
+
+
+class Optimizer(Part):
+    """Builds the torch optimizer of one parameter group (e.g. the generators' "G") from declared options.
+
+    Every optimizer declares an ``lr`` option: the schedule scales it. A recipe chooses one in ``[optim]``
+    (``optimizer = "adam"``, its options beside it) and may override any option per group in
+    ``[optim.<group>]``, e.g. ``[optim.D] lr = 4e-4`` for TTUR.
+    """
+
+    kind = "optimizer"
+    hook = "i2i_optimizers"
+
+    def build(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:  # pragma: no cover - interface
+        """A torch optimizer over `params` with this part's options; its state is saved in checkpoints."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ScheduleClock:
+    """Where training is, for a schedule: the step about to run (0-based), its epoch and the run's length."""
+
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    #: the recipe's [train] epochs and decay_epochs (the reference's --n_epochs and --n_epochs_decay)
+    epochs: int
+    decay_epochs: int
+
+
+class Schedule(Part):
+    """The learning-rate policy: a factor of each group's base rate, asked before every step."""
+
+    kind = "schedule"
+    hook = "i2i_schedules"
+
+    def factor(self, clock: ScheduleClock) -> float:  # pragma: no cover - interface
+        """The multiplier of the base learning rate for the step `clock` describes."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a stateful schedule must keep across --resume (tensors and JSON values); most keep nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+class TrainingContext(Protocol):
+    """What a callback sees of the run: the trainer's public face (attributes and the two actions below)."""
+
+    recipe: Any  # i2i.recipe.Recipe, resolved
+    folder: Any  # i2i.rundir.RunFolder: the run folder's paths and readers
+    method: Method
+    networks: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    device: torch.device
+    is_main: bool  # rank 0 (or the only process): the one that writes files
+    step: int  # steps done
+    epoch: int
+    total_steps: int
+    steps_per_epoch: int
+    resumed_from: Any  # the checkpoint folder the run continued from, or None
+
+    def learning_rates(self) -> dict[str, float]:
+        """The current learning rate of each optimizer group."""
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, over all sessions of a resumed run."""
+
+    def due(self, every: int) -> bool:
+        """Whether this step is one of every `every` (or the last step); 0 means only the last."""
+
+    def save_checkpoint(self) -> Any:
+        """Write the whole training state as a checkpoint now (rank 0 writes; every process must call it)."""
+
+    def request_stop(self, reason: str) -> None:
+        """End training after this step, with a checkpoint (early stopping); `reason` is shown to the user."""
+
+
+class Callback(Part):
+    """Acts on the training loop's lifecycle events: logging, samples, checkpoints, EMA, validation, trackers.
+
+    A recipe enables one with a ``[callback.<name>]`` table holding its options (``enabled = false`` turns off
+    one that is on by default). Every event gets the :class:`TrainingContext`; callbacks run in ``order``
+    (lowest first), on every process under torchrun (write files only where ``context.is_main``). State a
+    callback returns from ``state_dict`` is saved in each checkpoint (tensors and JSON values, nested dicts and
+    lists of them) and given back to ``load_state_dict`` on --resume, so a run that resumes equals one that did
+    not.
+    """
+
+    kind = "callback"
+    hook = "i2i_callbacks"
+    #: the order callbacks run in each event, lowest first; the stock ones use the finite-loss check -100,
+    #: metrics 100, samples 110, report 120, checkpoints 200, progress 300: the default 0 runs before logging
+    order: ClassVar[int] = 0
+    #: True for callbacks that run when the recipe does not name them (the stock metrics, report, checkpoints...)
+    default: ClassVar[bool] = False
+
+    def on_train_start(self, context: TrainingContext) -> None:
+        """Before the first step (after a checkpoint was loaded on --resume)."""
+
+    def on_step_end(self, context: TrainingContext, losses: dict[str, Tensor]) -> None:
+        """After each step; `losses` are the step's detached device tensors (reading them syncs the device)."""
+
+    def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
+        """At each log point (every train.log_every steps and the last). `record` holds step, epoch, elapsed,
+        lr (per group) and losses (means since the last log point, over all processes); a callback may add
+        entries that later ones (metrics.jsonl, trackers) then record."""
+
+    def on_checkpoint_save(self, context: TrainingContext, folder: Any) -> None:
+        """After a checkpoint was written to `folder` (on rank 0; e.g. to copy or upload it)."""
+
+    def on_checkpoint_load(self, context: TrainingContext, folder: Any) -> None:
+        """After the whole training state was restored from `folder` on --resume."""
+
+    def on_train_end(self, context: TrainingContext, outcome: str, error: BaseException | None) -> None:
+        """Once at the end: outcome is "finished", "stopped" (a callback asked), "interrupted" (Ctrl-C) or
+        "failed" (e.g. a non-finite loss, with the error)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What to keep in checkpoints: tensors, JSON values, and dicts and lists of them."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+#: every kind of part, by name, in the order `i2i list` shows them; a new kind is one class above and its hook
+KINDS: dict[str, type[Part]] = {cls.kind: cls for cls in (Generator, Discriminator, Loss, Buffer, Method, Dataset,
+                                                          Optimizer, Schedule, Callback)}

@@ -19,14 +19,6 @@ from i2i.options import Option, OptionSet, closest
 from i2i.parts import KINDS, Part
 
 ENTRY_POINT_GROUP = "i2i"
-_HOOKS = {
-    "generator": "i2i_generators",
-    "discriminator": "i2i_discriminators",
-    "loss": "i2i_losses",
-    "buffer": "i2i_buffers",
-    "method": "i2i_methods",
-    "dataset": "i2i_datasets",
-}
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,8 @@ class Registry:
             return self._parts
         parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
         self.conflicts = []  # found afresh with the parts, so a re-collection does not repeat them
-        for kind, hook_name in _HOOKS.items():
+        for kind, base in KINDS.items():
+            hook_name = base.hook
             hook = getattr(self.manager.hook, hook_name)
             # Called one implementation at a time to know which package each part came from.
             for impl in reversed(hook.get_hookimpls()):
@@ -187,7 +180,7 @@ class Registry:
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        close = closest(kind, KINDS)
+        close = closest(kind, list(KINDS))
         hint = f"did you mean {close!r}? " if close else ""
         raise I2IError(f"unknown part kind {kind!r}: {hint}(kinds: {', '.join(KINDS)})")
 
