@@ -28,7 +28,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from i2i.recipe import load_recipe
-    from i2i.train import Trainer, _to_device
+    from i2i.engine import Trainer
 
     overrides = ["data.name=synthetic", f"data.count={64 * args.processes}", f"data.load_size={args.size}",
                  f"data.crop_size={args.size}", "data.workers=0", "data.batch_size=1", f"run.device={args.device}",
@@ -36,11 +36,11 @@ def worker(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(load_recipe(ROOT / "recipes" / "cyclegan.toml", overrides), Path(tmp) / "run")
     dist = trainer.distributed
-    trainer.sampler.set_epoch(0)
-    batches = iter(trainer.loader)
+    trainer.data.sampler.set_epoch(0)
+    batches = iter(trainer.data.loader)
 
     def step() -> None:
-        trainer.method.step(_to_device(next(batches), trainer.device), trainer.stepper)
+        trainer.method.step(trainer.to_device(next(batches)), trainer.stepper)
         trainer.stepper.end_of_step()
 
     for _ in range(args.warmup):

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import describe_device, sync  # noqa: E402
 
 from i2i.recipe import load_recipe  # noqa: E402
-from i2i.train import Trainer, _to_device  # noqa: E402
+from i2i.engine import Trainer  # noqa: E402
 
 RECIPES = {"cyclegan": "cyclegan.toml", "cut": "cut.toml", "fastcut": "fastcut.toml"}
 _LIBC = ctypes.CDLL("libc.so.6")  # glibc (Linux), as /proc/self is
@@ -72,7 +72,7 @@ def stepper_of(trainer: Trainer, batch: dict[str, torch.Tensor]):
     device = trainer.device
 
     def step() -> None:
-        trainer.method.step(_to_device(batch, device), trainer.stepper)
+        trainer.method.step(trainer.to_device(batch), trainer.stepper)
         trainer.stepper.end_of_step()
     return step
 

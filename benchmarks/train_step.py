@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import Peak, describe_device, sync  # noqa: E402
 
 from i2i.recipe import load_recipe  # noqa: E402
-from i2i.train import Trainer, _to_device  # noqa: E402
+from i2i.engine import Trainer  # noqa: E402
 
 
 # -- the reference-style step ----------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def main() -> None:
     ref_A, ref_B = A.to(device), B.to(device)
 
     def ours() -> None:
-        method.step(_to_device(batch, device, trainer.channels_last), stepper)
+        method.step(trainer.to_device(batch), stepper)
         stepper.end_of_step()
 
     def theirs() -> None:

@@ -232,51 +232,78 @@ def prune_checkpoints(checkpoints: Path, keep: int, protect: set[int]) -> list[P
     return doomed
 
 
-# -- the state of optimizers and random number generators, as tensors plus JSON ---------------------------
+# -- the state of every stateful piece, as tensors plus JSON --------------------------------------------------
 
-def flatten_optimizer(prefix: str, state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer state_dict as tensors named `prefix.<param>.<name>` and a JSON-able rest."""
-    tensors, scalars = {}, {}
-    for param, values in state["state"].items():
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{param}.{name}"] = value
-            else:
-                scalars.setdefault(str(param), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+_TENSOR = "__tensor__"  # {"__tensor__": name}: a tensor stored in training.safetensors under that name
+_ITEMS = "__items__"  # {"__items__": [[key, value], ...]}: a dict whose keys are not all strings (e.g. int)
+_TUPLE = "__tuple__"
 
 
-def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of `flatten_optimizer`."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "."):
-            param, name = key[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(param), {})[name] = value
-    for param, values in meta["scalars"].items():
-        state.setdefault(int(param), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+def flatten_state(prefix: str, value: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """A state (tensors, JSON values, and dicts, lists and tuples of them) as named tensors plus a JSON tree.
+
+    Tensors are named `prefix.<path>` (e.g. optim.G.state.0.exp_avg); every stateful piece of a run (optimizers,
+    schedule, buffers, callbacks, RNGs, the loop) goes through here, so checkpoint.py alone knows the layout.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, torch.Tensor):
+            if path in tensors:
+                raise ValueError(f"two tensors of the state would be named {path!r}")
+            tensors[path] = node.detach()
+            return {_TENSOR: path}
+        if isinstance(node, dict):
+            if all(isinstance(k, str) for k in node):
+                return {k: walk(v, f"{path}.{k}") for k, v in node.items()}
+            return {_ITEMS: [[k, walk(v, f"{path}.{k}")] for k, v in node.items()]}
+        if isinstance(node, tuple):
+            return {_TUPLE: [walk(v, f"{path}.{i}") for i, v in enumerate(node)]}
+        if isinstance(node, list):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(node)]
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        raise TypeError(f"{path}: a checkpoint holds tensors, numbers, strings, None, and dicts, lists and tuples of"
+                        f" them, not {type(node).__name__}")
+
+    return tensors, walk(value, prefix)
 
 
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every RNG a run draws from (Python, NumPy, torch CPU and CUDA) as tensors plus JSON."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, value in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = value
-    version, internal, gauss = random.getstate()
-    meta = {"python": [version, list(internal), gauss], "numpy": [kind, pos, has_gauss, cached]}
-    return tensors, meta
+def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of `flatten_state` (tensors come back on the CPU)."""
+    if isinstance(tree, list):
+        return [unflatten_state(v, tensors) for v in tree]
+    if isinstance(tree, dict):
+        if set(tree) == {_TENSOR}:
+            return tensors[tree[_TENSOR]]
+        if set(tree) == {_ITEMS}:
+            return {k: unflatten_state(v, tensors) for k, v in tree[_ITEMS]}
+        if set(tree) == {_TUPLE}:
+            return tuple(unflatten_state(v, tensors) for v in tree[_TUPLE])
+        return {k: unflatten_state(v, tensors) for k, v in tree.items()}
+    return tree
 
 
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Restore what `rng_state` saved."""
-    torch.set_rng_state(tensors["rng.torch"])
-    kind, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
+class RandomState:
+    """Every RNG a run draws from (Python, NumPy, torch CPU and CUDA), as a stateful piece of the checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generators' states."""
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                             has_gauss, cached],
+                 "python": [version, list(internal), gauss]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = list(torch.cuda.get_rng_state_all())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        if state.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))

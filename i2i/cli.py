@@ -8,7 +8,7 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import click
 from rich.console import Console
@@ -21,14 +21,32 @@ from i2i.errors import I2IError, Interrupted
 from i2i.options import toml_value
 from i2i.parts import KINDS
 
-if TYPE_CHECKING:
-    from i2i.train import Progress as TrainProgress
-
 stderr = Console(stderr=True)
 stdout = Console()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginGroup(click.Group):
+    """The core's commands, then those installed plugins add (hook i2i_commands), looked up only when needed: a
+    core command such as `i2i run` never loads them; `i2i --help` and unknown names do."""
+
+    _plugins: dict[str, click.Command] | None = None
+
+    def plugin_commands(self) -> dict[str, click.Command]:
+        """The commands plugins add, by name; a name the core or a package of higher precedence has is left out."""
+        if self._plugins is None:
+            from i2i.registry import plugin_commands
+
+            self._plugins = {name: command for name, (_, command) in plugin_commands(self.commands).items()}
+        return self._plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) or self.plugin_commands().get(cmd_name)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of errors (also accepted after a command).")
 @click.version_option(package_name="i2i")
 def cli(debug: bool) -> None:
@@ -44,52 +62,24 @@ def cli(debug: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the run folder.")
 def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool, resume: bool) -> None:
     """Train the parts a RECIPE (.toml) assembles."""
+    from i2i.engine import Trainer, default_run_dir
+
+    resolved = load_recipe_noting(recipe, overrides, resume=resume)
+    trainer = Trainer(resolved, out or default_run_dir(resolved), overwrite=overwrite, resume=resume)
+    run_dir = trainer.run()  # the progress bar and the log lines are the stock "progress" callback's
+    if trainer.is_main:
+        stdout.print(f"done: {run_dir}  (report: {trainer.folder.report_file})", highlight=False, markup=False,
+                     soft_wrap=True)
+
+
+def load_recipe_noting(recipe: Path, overrides: tuple[str, ...], resume: bool = False):
+    """The resolved recipe, with a note line for what resolving changed (e.g. keys of a swapped part)."""
     from i2i.recipe import load_recipe
-    from i2i.train import Trainer, default_run_dir
 
     resolved = load_recipe(recipe, overrides, resume=resume)
     for note in resolved.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    run_dir = out or default_run_dir(resolved)
-    trainer = Trainer(resolved, run_dir, overwrite=overwrite, resume=resume)
-    if not trainer.distributed.is_main:  # under torchrun, rank 0 shows progress; the others only their errors
-        trainer.run()
-        return
-    processes = trainer.distributed.world_size
-    on = f"{processes} processes on {trainer.device.type}" if processes > 1 else str(trainer.device)
-    stderr.print(f"training {resolved['method']['name']} for {trainer.total_steps} steps on {on}"
-                 f" into {run_dir}", highlight=False, markup=False)
-    with TrainingDisplay(stderr) as display:
-        trainer.run(on_progress=display.update)
-    stdout.print(f"done: {run_dir}  (report: {run_dir / 'report.html'})")
-
-
-class TrainingDisplay(Progress):
-    """A progress bar with it/s and ETA, and under it the losses of the last logged step."""
-
-    def __init__(self, console: Console) -> None:
-        self.losses = Text()
-        super().__init__(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                         TimeRemainingColumn(), console=console)
-        self.task = self.add_task("train", total=None, rate="")
-
-    def get_renderables(self):
-        """The bar, then the current losses."""
-        yield self.make_tasks_table(self.tasks)
-        if self.losses:
-            yield self.losses
-
-    def update(self, progress: "TrainProgress") -> None:  # type: ignore[override]
-        """Show one finished training step."""
-        speed = self.tasks[0].speed
-        super().update(self.task, completed=progress.step, total=progress.total,
-                       description=f"epoch {progress.epoch}", rate=f"{speed:.2f} it/s" if speed else "")
-        if progress.losses:
-            self.losses = Text("  ".join(f"{k} {v:.3f}" for k, v in progress.losses.items()), style="dim")
-            # also a line above the display, so the history stays on screen and in logs
-            self.console.print(f"step {progress.step}/{progress.total}  {self.losses.plain}", highlight=False,
-                               markup=False)
+    return resolved
 
 
 @contextmanager

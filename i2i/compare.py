@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from rich.text import Text
 from torch import Tensor
 
 from i2i.atomic import atomic_file
-from i2i.checkpoint import list_checkpoints
+from i2i.checkpoint import STATE_FILE
 from i2i.errors import I2IError, first_line
 from i2i.report import (_EMA_MIN_POINTS, _ema, _esc, _fmt_elapsed, _fmt_num, _href, _loss_series, _number,
-                        grid_html, html_page, latest_losses, panel_figure, read_metrics, save_samples)
+                        grid_html, html_page, latest_losses, panel_figure, save_samples)
+from i2i.rundir import EVALUATION_FILE, RECIPE_FILE, RunFolder
 
 __all__ = ["CompareResult", "compare_runs"]
 
@@ -129,8 +129,8 @@ def _check_runs(runs: list[Path]) -> list[Path]:
     for given in (Path(p).expanduser() for p in runs):
         if not given.exists():
             raise I2IError(f"run folder {given} does not exist: pass folders written by `i2i run`")
-        if not given.is_dir() or not (given / "recipe.toml").is_file():
-            raise I2IError(f"{given} is not a run folder (it has no recipe.toml): pass folders written by `i2i run`")
+        if not given.is_dir() or not RunFolder(given).recipe_file.is_file():
+            raise I2IError(f"{given} is not a run folder (it has no {RECIPE_FILE}): pass folders written by `i2i run`")
         seen.setdefault(given.resolve(), given)
     return list(seen.values())
 
@@ -157,14 +157,11 @@ def _names(paths: list[Path]) -> list[str]:
 
 def _read_run(path: Path, name: str, notes: list[str]) -> _Run:
     """What the comparison shows of one run; unreadable extras become notes rather than errors."""
-    recipe_file = path / "recipe.toml"
-    try:
-        recipe = tomllib.loads(recipe_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise I2IError(f"cannot read {recipe_file}: {first_line(exc)}") from None
-    records = read_metrics(path)
+    folder = RunFolder(path)
+    recipe = folder.read_recipe()
+    records = folder.read_metrics()
     metrics: dict[str, Any] = {}
-    metrics_file = path / "metrics.json"
+    metrics_file = folder.evaluation_file
     if metrics_file.is_file():
         try:
             # only the metrics: the file also records the step and data sizes it was measured at
@@ -172,15 +169,15 @@ def _read_run(path: Path, name: str, notes: list[str]) -> _Run:
         except (OSError, ValueError, AttributeError) as exc:
             notes.append(f"{name}: cannot read {metrics_file.name} ({first_line(exc)}); its metrics are not shown")
     run = _Run(path, name, _flatten(recipe), records, latest_losses(records), metrics)
-    checkpoints = list_checkpoints(path / "checkpoints")
-    if checkpoints:
-        run.checkpoint = checkpoints[-1].name
-        state_file = f"{checkpoints[-1].name}/training.json"
+    checkpoint = folder.newest_checkpoint()
+    if checkpoint is not None:
+        run.checkpoint = checkpoint.name
+        state_file = f"{checkpoint.name}/{STATE_FILE}"
         try:
-            state = json.loads((checkpoints[-1] / "training.json").read_text(encoding="utf-8"))
-            run.directions = [str(d) for d in state.get("generators", {})]
-        except (OSError, ValueError, AttributeError) as exc:
-            notes.append(f"{name}: cannot read {state_file} ({first_line(exc)}); its translations are not shown")
+            generators = folder.read_state(checkpoint).get("generators")  # checksum-verified
+            run.directions = [str(d) for d in generators] if isinstance(generators, dict) else []
+        except I2IError as exc:
+            notes.append(f"{name}: {first_line(exc)}; its translations are not shown")
         else:
             if not run.directions:  # checkpoints of older i2i versions did not record it
                 notes.append(f"{name}: {state_file} does not say which generator translates which way; its"
@@ -326,7 +323,7 @@ def _table_html(runs: list[_Run], columns: list[_Column], out: Path) -> str:
     second = "".join(f"<th>{_esc(c.key).replace('.', '.<wbr>')}</th>" for c in columns if _GROUP_TITLES[c.group])
     rows = []
     for run in runs:
-        report = run.path / "report.html"
+        report = RunFolder(run.path).report_file
         href = _relative_href(report, out) if report.is_file() else None
         name = f'<a href="{_esc(href)}">{_esc(run.name)}</a>' if href else _esc(run.name)
         cells = []
@@ -388,10 +385,9 @@ def _plot_losses(runs: list[_Run], path: Path) -> bool:
 def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
     """The first `count` held-out items of a run's data as A and B batches (its test split, else train), the
     split and the dataset name."""
-    from i2i.recipe import load_recipe
     from i2i.registry import default_registry
 
-    name, options = load_recipe(run / "recipe.toml").dataset()
+    name, options = RunFolder(run).load_recipe().dataset()
     dataset = default_registry().create("dataset", name, **options)
     split = "test" if dataset.has_split("test") else "train"
     items = dataset.load(split, augment=False)
@@ -508,7 +504,7 @@ def compare_runs(runs: list[Path], out: Path, samples: int = 4, device: str = "a
     keys = (f"the {len(differing)} recipe key{'s' * (len(differing) != 1)} that differ between the runs"
             if differing else "no recipe key differs between the runs")
     parts.append(f"<p>One row per run: {_esc(keys)}, the last logged step and losses, evaluation metrics (from"
-                 " the run's metrics.json, where present) and training time. Click a run for its report; the table"
+                 f" the run's {EVALUATION_FILE}, where present) and training time. Click a run for its report; the table"
                  f' is also in <a href="{_esc(CSV_NAME)}">{_esc(CSV_NAME)}</a>.</p>')
     parts.append(_table_html(infos, columns, out))
     if equal:

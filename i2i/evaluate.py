@@ -29,14 +29,14 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from i2i.atomic import atomic_file
-from i2i.checkpoint import STEP_DIR, list_checkpoints, read_state_json
-from i2i.data import AlignedFolders, UnpairedFolders
+from i2i.checkpoint import STATE_FILE, STEP_DIR
 from i2i.devices import resolve_device, usable_cpus
 from i2i.errors import I2IError, first_line
-from i2i.inference import generator_file, load_generator, run_generator
+from i2i.inference import load_generator, run_generator
 from i2i.parts import Dataset
-from i2i.recipe import LOADER, read_toml
+from i2i.recipe import LOADER
 from i2i.registry import default_registry
+from i2i.rundir import RECIPE_FILE, RunFolder
 from i2i.weights import read_weights
 
 __all__ = ["PSNR_CAP", "DistributionScores", "InceptionFeatures", "PairedScores", "evaluate", "frechet_distance",
@@ -333,12 +333,12 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         raise I2IError(f"--batch-size {batch_size} must be at least 1")
     if size is not None and size < 1:
         raise I2IError(f"--size {size} must be at least 1")
-    recipe_file = run / "recipe.toml"
+    folder = RunFolder(run)
+    recipe_file = folder.recipe_file
     if not run.is_dir() or not recipe_file.is_file():
-        raise I2IError(f"{run} is not a run folder (no recipe.toml in it): pass the folder `i2i run` trained"
+        raise I2IError(f"{run} is not a run folder (no {RECIPE_FILE} in it): pass the folder `i2i run` trained"
                        " into, e.g. runs/NAME")
-    generator_file(run)  # a run without a complete checkpoint fails here with the fix
-    checkpoint = list_checkpoints(run / "checkpoints")[-1]
+    checkpoint = folder.checkpoint()  # a run without a complete checkpoint fails here with the fix
     target = resolve_device(device, "--device")
     features_used = None if feature is None else type(feature).__name__
     if inception_weights is not None and feature is None:
@@ -346,7 +346,7 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         features_used = f"torchvision inception_v3, weights {Path(inception_weights).expanduser()}"
     if feature is not None:
         feature = feature.to(target).eval()
-    table = read_toml(recipe_file).get("data", {})
+    table = folder.read_recipe().get("data", {})
     dataset = _dataset(table, data, split, size, recipe_file)
     if not dataset.has_split(split):
         raise I2IError(_missing_split(dataset, split))
@@ -368,7 +368,7 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         "features": features_used,
         "metrics": {d: {k: _finite(v) for k, v in m.items()} for d, m in metrics.items()},
     }
-    with atomic_file(run / "metrics.json", "w") as f:
+    with atomic_file(folder.evaluation_file, "w") as f:
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     return report
@@ -381,10 +381,10 @@ def _finite(value: float) -> float | int | None:
 
 def _directions(checkpoint: Path) -> list[str]:
     """The directions a checkpoint folder has generators for, as its training.json records them."""
-    generators = read_state_json(checkpoint).get("generators")
+    generators = RunFolder.read_state(checkpoint).get("generators")
     found = [d for d in DIRECTIONS if isinstance(generators, dict) and d in generators]
     if not found:
-        raise I2IError(f"{checkpoint / 'training.json'} names no generator (an older i2i wrote it): evaluate"
+        raise I2IError(f"{checkpoint / STATE_FILE} names no generator (an older i2i wrote it): evaluate"
                        " needs a checkpoint of this version; retrain or resume the run")
     return found
 
@@ -395,7 +395,7 @@ def _dataset(table: dict[str, Any], data: Path | str | None, split: str, size: i
     registry = default_registry()
     name = table.get("name")
     if not isinstance(name, str):
-        raise I2IError(f"{recipe_file} has no [data] name: is it a recipe.toml written by `i2i run`?")
+        raise I2IError(f"{recipe_file} has no [data] name: is it a {RECIPE_FILE} written by `i2i run`?")
     options = {k: v for k, v in table.items() if k != "name" and k not in LOADER.names()}
     if data is not None:
         root = Path(data).expanduser()
@@ -430,9 +430,9 @@ def _layout(root: Path, split: str) -> str:
 def _missing_split(dataset: Dataset, split: str) -> str:
     """The error for a dataset without `split`, naming the folders it looked for."""
     root = getattr(dataset, "root", None)
-    if isinstance(dataset, UnpairedFolders):
+    if dataset.name == "unpaired":  # the stock datasets, by their registry names
         wanted = f"{root / (split + 'A')}/ and {root / (split + 'B')}/ with images"
-    elif isinstance(dataset, AlignedFolders):
+    elif dataset.name == "aligned":
         wanted = f"{root / split}/" + (f" (or {root / 'val'}/)" if split == "test" else "") + " with A|B images"
     else:
         return f"dataset {dataset.name!r} has no {split!r} split: pass another --split"

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from i2i.atomic import atomic_path
 from i2i.errors import I2IError, first_line
+from i2i.rundir import RunFolder
 
 __all__ = ["FORMATS", "OPSET", "TOLERANCE", "ExportReport", "ParityError", "export_generator", "export_module",
            "parity_inputs"]
@@ -123,18 +124,14 @@ def _size_multiple(module: nn.Module) -> int:
 
 def _run_folder(file: Path) -> Path | None:
     """The run folder a generator file sits in (RUN/checkpoints/step-N/G.safetensors), or None."""
-    checkpoints = file.parent.parent
-    if checkpoints.name == "checkpoints" and (checkpoints.parent / "recipe.toml").is_file():
-        return checkpoints.parent
-    return None
+    run = RunFolder.containing(file.parent)
+    return run.path if run is not None else None
 
 
 def _file_direction(file: Path) -> str | None:
     """The direction a checkpoint folder's training.json gives the generator `file`, if it names it."""
-    from i2i.checkpoint import read_state_json
-
     try:
-        generators = read_state_json(file.parent).get("generators")
+        generators = RunFolder.read_state(file.parent).get("generators")
     except I2IError:
         return None
     if isinstance(generators, dict):
@@ -158,10 +155,8 @@ def _held_out(run: Path, direction: str, notes: list[str]) -> Tensor | None:
 
 def _crop_size(run: Path) -> int | None:
     """The run's data.crop_size, if its recipe has one."""
-    from i2i.recipe import load_recipe
-
     try:
-        crop = load_recipe(run / "recipe.toml").dataset()[1].get("crop_size")
+        crop = RunFolder(run).load_recipe().dataset()[1].get("crop_size")
     except Exception:  # only a default size depends on it
         return None
     return crop if isinstance(crop, int) and crop > 0 else None

@@ -21,13 +21,14 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from i2i.checkpoint import STATE_FILE, STEP_DIR, list_checkpoints, load_network, read_state_json
-from i2i.data import list_images, read_image
+from i2i.checkpoint import STATE_FILE, STEP_DIR, load_network
+from i2i.images import list_images, read_image
 from i2i.atomic import atomic_file
 from i2i.devices import resolve_device
 from i2i.errors import I2IError, first_line
 from i2i.parts import Generator
 from i2i.registry import default_registry
+from i2i.rundir import CHECKPOINTS_DIR, RunFolder
 
 __all__ = ["TranslateResult", "load_generator", "output_format", "translate"]
 
@@ -88,29 +89,25 @@ def generator_file(checkpoint: Path | str, direction: str = "AtoB") -> Path:
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
-                       " (checkpoints/step-NNNNNNNN) or a generator .safetensors file")
+                       f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
     if path.is_file():
         return path
-    if (path / "checkpoints").is_dir() or (path / "recipe.toml").is_file():
-        found = list_checkpoints(path / "checkpoints")
-        if not found:
-            raise I2IError(f"run folder {path} has no complete checkpoint yet (looked for"
-                           f" {path / 'checkpoints' / 'step-NNNNNNNN'}): train it longer or pass another run")
-        newest = found[-1]
+    if RunFolder.is_run(path):
+        newest = RunFolder(path).checkpoint()
         return newest if newest.is_file() else _direction_file(newest, direction)
-    if (path / "training.json").is_file() or STEP_DIR.match(path.name):
+    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
         return _direction_file(path, direction)
-    raise I2IError(f"{path} is neither a run folder (no checkpoints/ in it) nor a checkpoint folder (no"
-                   " training.json in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
+    raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
+                   f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
 
 
 def _direction_file(folder: Path, direction: str) -> Path:
     """The generator file a checkpoint folder's training.json names for `direction`."""
     state_file = folder / STATE_FILE
     if not state_file.exists():
-        raise I2IError(f"checkpoint folder {folder} has no training.json: pass a generator file in it, e.g."
+        raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
                        f" {folder / 'G_A.safetensors'}")
-    state = read_state_json(folder)
+    state = RunFolder.read_state(folder)
     generators = state.get("generators")
     if not isinstance(generators, dict) or not generators:
         # Checkpoints of older i2i versions did not record which file translates which way.
@@ -126,7 +123,7 @@ def _direction_file(folder: Path, direction: str) -> Path:
                        f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
     file = folder / f"{generators[direction]}.safetensors"
     if not file.is_file():
-        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its training.json names")
+        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its {STATE_FILE} names")
     return file
 
 

@@ -311,18 +311,25 @@ class Schedule(Part):
 class TrainingContext(Protocol):
     """What a callback sees of the run: the trainer's public face (attributes and the two actions below)."""
 
-    recipe: Any  # i2i.recipe.Recipe, resolved
+    recipe: Any  # i2i.recipe.Recipe, resolved: every table and default written out
     folder: Any  # i2i.rundir.RunFolder: the run folder's paths and readers
     method: Method
     networks: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
+    dataset: Dataset
     device: torch.device
+    distributed: Any  # i2i.distributed.Distributed: rank, world_size, and collectives (gather, any, sum)
     is_main: bool  # rank 0 (or the only process): the one that writes files
     step: int  # steps done
     epoch: int
     total_steps: int
     steps_per_epoch: int
     resumed_from: Any  # the checkpoint folder the run continued from, or None
+    checkpoint_pending: bool  # a checkpoint will be written at the end of this step
+    stopping: bool  # a Ctrl-C reached a process: a checkpoint is written and training stops after this step
+
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch of the dataset's items on the training device, in the networks' memory layout."""
 
     def learning_rates(self) -> dict[str, float]:
         """The current learning rate of each optimizer group."""
@@ -333,8 +340,8 @@ class TrainingContext(Protocol):
     def due(self, every: int) -> bool:
         """Whether this step is one of every `every` (or the last step); 0 means only the last."""
 
-    def save_checkpoint(self) -> Any:
-        """Write the whole training state as a checkpoint now (rank 0 writes; every process must call it)."""
+    def request_checkpoint(self) -> None:
+        """Have a checkpoint written at the end of this step (after the log point's callbacks)."""
 
     def request_stop(self, reason: str) -> None:
         """End training after this step, with a checkpoint (early stopping); `reason` is shown to the user."""
@@ -353,8 +360,9 @@ class Callback(Part):
 
     kind = "callback"
     hook = "i2i_callbacks"
-    #: the order callbacks run in each event, lowest first; the stock ones use the finite-loss check -100,
-    #: metrics 100, samples 110, report 120, checkpoints 200, progress 300: the default 0 runs before logging
+    #: the order callbacks run in each event, lowest first. The stock ones: metrics.jsonl 100, samples 110,
+    #: report 120, checkpoint requests 200, finite-loss check 250, progress 300; the default 0 runs before them
+    #: (e.g. an EMA update before samples are drawn, entries added to the log record before it is written)
     order: ClassVar[int] = 0
     #: True for callbacks that run when the recipe does not name them (the stock metrics, report, checkpoints...)
     default: ClassVar[bool] = False
@@ -363,7 +371,8 @@ class Callback(Part):
         """Before the first step (after a checkpoint was loaded on --resume)."""
 
     def on_step_end(self, context: TrainingContext, losses: dict[str, Tensor]) -> None:
-        """After each step; `losses` are the step's detached device tensors (reading them syncs the device)."""
+        """After each step, before its log point; `losses` are the step's detached device tensors (reading one
+        syncs the device)."""
 
     def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
         """At each log point (every train.log_every steps and the last). `record` holds step, epoch, elapsed,
@@ -374,7 +383,8 @@ class Callback(Part):
         """After a checkpoint was written to `folder` (on rank 0; e.g. to copy or upload it)."""
 
     def on_checkpoint_load(self, context: TrainingContext, folder: Any) -> None:
-        """After the whole training state was restored from `folder` on --resume."""
+        """After the whole training state (this callback's included) was restored from `folder` on --resume,
+        before on_train_start."""
 
     def on_train_end(self, context: TrainingContext, outcome: str, error: BaseException | None) -> None:
         """Once at the end: outcome is "finished", "stopped" (a callback asked), "interrupted" (Ctrl-C) or

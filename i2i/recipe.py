@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,6 @@ LOADER = OptionSet((
     Option("batch_size", int, 1, "images per domain per step, per process under torchrun", min=1),
     Option("workers", int, 4, "data loading processes (0 loads on the training thread)", min=0),
 ))
-OPTIM = OptionSet((
-    Option("optimizer", str, "adam", "adam (CycleGAN, pix2pix, DiscoGAN) or rmsprop (DualGAN, WGAN)",
-           choices=("adam", "rmsprop")),
-    Option("lr", float, 2e-4, "learning rate", min=0.0),
-    Option("beta1", float, 0.5, "Adam beta1", min=0.0, max=1.0),
-    Option("beta2", float, 0.999, "Adam beta2 (RMSprop's smoothing constant alpha)", min=0.0, max=1.0),
-    Option("weight_decay", float, 0.0, "L2 weight decay", min=0.0),
-    Option("implementation", str, "auto",
-           "optimizer kernels: auto (torch's default, foreach on CPU and GPU), fused (one kernel per step;"
-           " Adam only, on devices torch has fused kernels for), foreach (one op per step across all weights)"
-           " or single (a loop over the weights); same math up to float order",
-           choices=("auto", "fused", "foreach", "single")),
-))
 TRAIN = OptionSet((
     Option("epochs", int, 100, "epochs at the initial learning rate", min=0),
     Option("decay_epochs", int, 100, "epochs over which the learning rate decays linearly toward zero", min=0),
@@ -59,10 +46,16 @@ TRAIN = OptionSet((
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
     Option("samples", int, 4, "held-out images per domain shown in report.html", min=0),
 ))
-FIXED_TABLES = {"run": RUN, "optim": OPTIM, "train": TRAIN}
-TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "optim", "train")
+FIXED_TABLES = {"run": RUN, "train": TRAIN}
+TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "optim", "schedule", "callback",
+          "train")
 COMPONENTS = ("generator", "discriminator", "buffer")
 WEIGHT = Option("weight", float, 1.0, "weight of this loss term (0 disables it)", min=0.0)
+ENABLED = Option("enabled", bool, True, "run this callback (false turns off one that runs by default)")
+#: the key naming the part in tables whose part key is not `name` ([optim] optimizer = "adam", as before)
+OPTIMIZER_KEY = "optimizer"
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_SCHEDULE = "linear"
 
 
 @dataclass
@@ -73,6 +66,8 @@ class Recipe:
     source: Path | None = None
     #: what resolving changed that the user should hear about (e.g. keys dropped when --set swapped a part)
     notes: tuple[str, ...] = ()
+    #: each [optim.<group>] table's optimizer and full options (inherited from [optim]), found when resolving
+    group_optimizers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __getitem__(self, table: str) -> dict[str, Any]:
         return self.tables[table]
@@ -91,6 +86,27 @@ class Recipe:
         """Name, weight and options of the loss in [loss.<slot>]."""
         options = dict(self.tables["loss"][slot])
         return options.pop("name"), options.pop("weight"), options
+
+    def optimizer(self, group: str) -> tuple[str, dict[str, Any]]:
+        """The optimizer of parameter group `group` and its options: [optim] with [optim.<group>] over it."""
+        if group in self.group_optimizers:
+            name, options = self.group_optimizers[group]
+            return name, dict(options)
+        options = {k: v for k, v in self.tables["optim"].items() if not isinstance(v, dict)}
+        return options.pop(OPTIMIZER_KEY), options
+
+    def optimizer_groups(self) -> list[str]:
+        """The groups the recipe sets options for in [optim.<group>] tables."""
+        return [k for k, v in self.tables["optim"].items() if isinstance(v, dict)]
+
+    def callbacks(self) -> list[tuple[str, dict[str, Any]]]:
+        """The enabled callbacks and their options (without `enabled`), in recipe order."""
+        out = []
+        for name, table in self.tables["callback"].items():
+            options = dict(table)
+            if options.pop("enabled"):
+                out.append((name, options))
+        return out
 
     def to_toml(self) -> str:
         """The recipe as TOML, every default written out."""
@@ -160,14 +176,17 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     return recipe
 
 
-def _table_kind(path: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
-    """The part kind a table path holds and the keys it always accepts besides the part's options."""
+def _table_kind(path: tuple[str, ...]) -> tuple[str, tuple[str, ...], str] | None:
+    """The part kind a table path holds, the keys it always accepts besides the part's options, and the key
+    that names the part."""
     if path == ("data",):
-        return "dataset", ("name", *LOADER.names())
+        return "dataset", ("name", *LOADER.names()), "name"
     if len(path) == 2 and path[0] == "loss":
-        return "loss", ("name", "weight")
-    if path in (("method",), *((c,) for c in COMPONENTS)):
-        return path[0], ("name",)
+        return "loss", ("name", "weight"), "name"
+    if path in (("method",), ("schedule",), *((c,) for c in COMPONENTS)):
+        return path[0], ("name",), "name"
+    if path == ("optim",) or (len(path) == 2 and path[0] == "optim"):
+        return "optimizer", (OPTIMIZER_KEY,), OPTIMIZER_KEY
     return None
 
 
@@ -177,22 +196,24 @@ def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], 
     parsed = [tuple(parse_override(text)[0]) for text in overrides]
     notes = []
     for key in parsed:
-        if key[-1] != "name" or (table := _table_kind(key[:-1])) is None:
+        if (table := _table_kind(key[:-1])) is None or key[-1] != table[2]:
             continue
-        kind, always = table
+        kind, always, name_key = table
         node, file_node = tree, original
         for part in key[:-1]:
             node, file_node = node.get(part, {}), file_node.get(part, {}) if isinstance(file_node, dict) else {}
-        name = node.get("name")
-        if not isinstance(name, str) or not isinstance(file_node, dict) or file_node.get("name") == name:
+        name = node.get(name_key)
+        if (not isinstance(name, str) or not isinstance(file_node, dict) or file_node.get(name_key) == name
+                or (kind == "optimizer" and name_key not in file_node and name == DEFAULT_OPTIMIZER)):
             continue
         takes = {o.name for o in registry.info(kind, name).options} | set(always)
         set_here = {k[len(key) - 1] for k in parsed if k[:len(key) - 1] == key[:-1] and len(k) == len(key)}
-        dropped = [k for k in file_node if k not in takes and k not in set_here]
+        dropped = [k for k in file_node
+                   if k not in takes and k not in set_here and not isinstance(file_node[k], dict)]
         for k in dropped:
             del node[k]
         if dropped:
-            notes.append(f"[{'.'.join(key[:-1])}] name = {name!r} (from --set) does not take "
+            notes.append(f"[{'.'.join(key[:-1])}] {name_key} = {name!r} (from --set) does not take "
                          f"{', '.join(dropped)} from the recipe file: dropped")
         if kind == "method":
             notes += _drop_tables_of_swapped_method(original, tree, parsed, registry.info("method", name).cls)
@@ -252,8 +273,76 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
             raise I2IError(f"[{table}] is not used by method {method_name!r} (it uses "
                            f"{', '.join(f'[{p}]' for p in method_cls.parts)}); remove the table")
     tables["loss"] = _resolve_losses(tree.get("loss", {}), method_cls, registry)
+    tables["optim"], group_optimizers = _resolve_optim(tree.get("optim", {}), method_cls, registry)
+    schedule = dict(tree.get("schedule", {}))
+    schedule.setdefault("name", DEFAULT_SCHEDULE)
+    schedule_name, schedule_options = _named({"schedule": schedule}, "schedule", registry)
+    tables["schedule"] = {"name": schedule_name,
+                          **registry.resolve_options("schedule", schedule_name, schedule_options, "schedule")}
+    tables["callback"] = _resolve_callbacks(tree.get("callback", {}), registry)
     ordered = {t: tables[t] for t in TABLES if t in tables}
-    return Recipe(ordered, source)
+    return Recipe(ordered, source, group_optimizers=group_optimizers)
+
+
+def _inherited(base: dict[str, Any], name: str, registry: Registry) -> dict[str, Any]:
+    """The keys of [optim] a group inherits: those its optimizer takes (all, when it keeps [optim]'s)."""
+    takes = {o.name for o in registry.info("optimizer", name).options}
+    return {k: v for k, v in base.items() if k in takes and k != OPTIMIZER_KEY}
+
+
+def _resolve_optim(given: dict[str, Any], method_cls: type[Method], registry: Registry
+                   ) -> tuple[dict[str, Any], dict[str, tuple[str, dict[str, Any]]]]:
+    """[optim] (the optimizer and its options) with [optim.<group>] tables of per-group overrides (e.g. TTUR),
+    and each such group's optimizer and full options."""
+    base = {k: v for k, v in given.items() if not isinstance(v, dict)}
+    groups = {k: v for k, v in given.items() if isinstance(v, dict)}
+    name = _part_name(base.pop(OPTIMIZER_KEY, DEFAULT_OPTIMIZER), "optim", OPTIMIZER_KEY, "optimizer", registry)
+    resolved: dict[str, Any] = {OPTIMIZER_KEY: name,
+                                **registry.resolve_options("optimizer", name, base, "optim")}
+    groups_resolved, group_optimizers = {}, {}
+    for group, table in groups.items():
+        if method_cls.groups and group not in method_cls.groups:
+            raise I2IError(unknown_key_message("optim", group, list(method_cls.groups)).replace(
+                "unknown key", f"method {method_cls.name!r} has no optimizer group"))
+        where = f"optim.{group}"
+        group_name = _part_name(table.get(OPTIMIZER_KEY, name), where, OPTIMIZER_KEY, "optimizer", registry)
+        own = {k: v for k, v in table.items() if k != OPTIMIZER_KEY}
+        full = registry.resolve_options("optimizer", group_name, {**_inherited(resolved, group_name, registry),
+                                                                   **own}, where)
+        # written as given (checked), so --set optim.KEY still reaches every group that does not set KEY itself
+        groups_resolved[group] = {**({OPTIMIZER_KEY: group_name} if group_name != name else {}),
+                                  **{k: full[k] for k in own}}
+        group_optimizers[group] = (group_name, full)
+    return {**resolved, **groups_resolved}, group_optimizers
+
+
+def _resolve_callbacks(given: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """[callback.<name>] tables: the callbacks that run by default, then those the recipe names, each with
+    `enabled` and its options."""
+    tables: dict[str, Any] = {}
+    for name in registry.available("callback"):
+        if registry.info("callback", name).cls.default:
+            tables[name] = {}
+    for name, table in given.items():
+        if not isinstance(table, dict):
+            raise I2IError(f"callback.{name} must be a table [callback.{name}], got a value")
+        registry.info("callback", name)  # an unknown name fails here with the list and the closest match
+        tables[name] = table
+    resolved = {}
+    for name, table in tables.items():
+        options = dict(table)
+        enabled = ENABLED.check(options.pop("enabled", True), f"[callback.{name}] enabled")
+        resolved[name] = {"enabled": enabled,
+                          **registry.resolve_options("callback", name, options, f"callback.{name}")}
+    return resolved
+
+
+def _part_name(name: Any, where: str, key: str, kind: str, registry: Registry) -> str:
+    """A part name given in a table, checked: a string naming an installed part of `kind`."""
+    if not isinstance(name, str):
+        raise I2IError(f"[{where}] {key} must be a string, got {name!r}")
+    registry.info(kind, name)  # unknown names fail here with the list and the closest match
+    return name
 
 
 def _named(tree: dict[str, Any], table: str, registry: Registry) -> tuple[str, dict[str, Any]]:
@@ -263,11 +352,7 @@ def _named(tree: dict[str, Any], table: str, registry: Registry) -> tuple[str, d
     if "name" not in options:
         names = ", ".join(registry.available(kind)) or "none installed"
         raise I2IError(f"[{table}] needs a name: add name = \"...\" (available {kind}s: {names})")
-    name = options.pop("name")
-    if not isinstance(name, str):
-        raise I2IError(f"[{table}] name must be a string, got {name!r}")
-    registry.info(kind, name)  # unknown names fail here with the list and the closest match
-    return name, options
+    return _part_name(options.pop("name"), table, "name", kind, registry), options
 
 
 def _resolve_losses(given: dict[str, Any], method_cls: type[Method], registry: Registry) -> dict[str, Any]:

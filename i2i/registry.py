@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
+import os
+import re
 import sys
 import warnings
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -18,7 +22,24 @@ from i2i.errors import I2IError
 from i2i.options import Option, OptionSet, closest
 from i2i.parts import KINDS, Part
 
+if TYPE_CHECKING:
+    import click
+
 ENTRY_POINT_GROUP = "i2i"
+CORE_PACKAGE = "i2i"
+BLOCK_VARIABLE = "I2I_BLOCK_PLUGINS"
+
+
+def normalize_package(name: str) -> str:
+    """A distribution name as packaging compares them: case-insensitive, runs of - _ . alike ("I2I_Foo" = "i2i-foo")."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def precedence(package: str) -> tuple[bool, str]:
+    """The sort key deciding which package's part a plain name means: the core's stock parts first, then third-party
+    packages by distribution name (normalized). Entry-point names and installation order play no part."""
+    key = normalize_package(package)
+    return key != CORE_PACKAGE, key
 
 
 @dataclass(frozen=True)
@@ -62,15 +83,35 @@ class Registry:
         self.manager.add_hookspecs(hookspecs)
         self.failures: list[LoadFailure] = []
         self.conflicts: list[str] = []
+        self.blocked: dict[str, str] = {}  # installed packages that I2I_BLOCK_PLUGINS kept out, normalized -> name
         self._packages: dict[str, str] = {}
         self._loaded: set[tuple[str, str, str]] = set()
         self._parts: dict[str, dict[str, PartInfo]] | None = None
+        self._qualified: dict[str, dict[tuple[str, str], PartInfo]] = {}  # kind -> (normalized package, name)
+        self._clashes: dict[tuple[str, str], str] = {}  # (kind, name) -> the clash message
+        self._warned: set[tuple[str, str]] = set()
 
-    def load_entry_points(self) -> None:
-        """Load every plugin in the `i2i` entry-point group; a failing one is recorded and the rest load."""
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            package = ep.dist.name if ep.dist is not None else "?"
-            if (package, ep.name, ep.value) in self._loaded:
+    def load_entry_points(self, core: bool = True) -> None:
+        """Load every plugin in the `i2i` entry-point group; a failing one is recorded and the rest load.
+
+        Packages named in I2I_BLOCK_PLUGINS (comma-separated distribution names) are not imported at all; the core
+        package cannot be blocked (its stock parts are needed) and is ignored there with a warning. With `core`
+        false, the core's own plugins are skipped too (for plugin commands, which only third parties add).
+        """
+        blocked = {normalize_package(n.strip()) for n in os.environ.get(BLOCK_VARIABLE, "").split(",") if n.strip()}
+        if CORE_PACKAGE in blocked:
+            blocked.discard(CORE_PACKAGE)
+            warnings.warn(f"{BLOCK_VARIABLE} names {CORE_PACKAGE!r}, which is ignored: the core package cannot be"
+                          " blocked (its stock parts are needed); use 'package:name' to pick another package's"
+                          " part", stacklevel=2)
+        entry_points = [(ep.dist.name if ep.dist is not None else "?", ep)
+                        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        for package, ep in sorted(entry_points, key=lambda pair: (precedence(pair[0]), pair[1].name)):
+            key = normalize_package(package)
+            if key in blocked:
+                self.blocked[key] = package
+                continue
+            if (package, ep.name, ep.value) in self._loaded or (key == CORE_PACKAGE and not core):
                 continue
             self._loaded.add((package, ep.name, ep.value))
             # Entry-point names are chosen per package, so two packages may both use e.g. "losses".
@@ -82,6 +123,9 @@ class Registry:
                 failure = LoadFailure(ep.name, package, f"{type(exc).__name__}: {exc}")
                 self.failures.append(failure)
                 warnings.warn(str(failure), stacklevel=2)
+        for name in sorted(blocked - set(self.blocked)):
+            warnings.warn(f"{BLOCK_VARIABLE} names {name!r}, which is not an installed i2i plugin package",
+                          stacklevel=2)
         self.manager.check_pending()
 
     def register(self, plugin: ModuleType | object, name: str | None = None, package: str = "") -> None:
@@ -90,31 +134,44 @@ class Registry:
         self._packages[name] = package or getattr(plugin, "__name__", str(plugin)).split(".")[0]
         self._parts = None
 
+    def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(package, hook implementation) pairs of a hook, in precedence order (then by plugin name)."""
+        found = [(self._packages.get(impl.plugin_name, impl.plugin_name), impl)
+                 for impl in getattr(self.manager.hook, hook_name).get_hookimpls()]
+        return sorted(found, key=lambda pair: (precedence(pair[0]), pair[1].plugin_name))
+
     def _collect(self) -> dict[str, dict[str, PartInfo]]:
         if self._parts is not None:
             return self._parts
         parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
+        self._qualified = {kind: {} for kind in KINDS}
+        self._clashes = {}
         self.conflicts = []  # found afresh with the parts, so a re-collection does not repeat them
         for kind, base in KINDS.items():
             hook_name = base.hook
-            hook = getattr(self.manager.hook, hook_name)
+            registrants: dict[str, list[PartInfo]] = {}
             # Called one implementation at a time to know which package each part came from.
-            for impl in reversed(hook.get_hookimpls()):
+            for package, impl in self._implementations(hook_name):
                 plugin_name = impl.plugin_name
-                package = self._packages.get(plugin_name, plugin_name)
                 for cls in impl.function() or []:
                     if not (isinstance(cls, type) and issubclass(cls, Part) and cls.kind == kind and cls.name):
                         self.conflicts.append(
                             f"plugin {plugin_name!r} ({package}) returned {cls!r} from {hook_name}, which is not"
                             f" a {kind} class with a name")
                         continue
-                    if cls.name in parts[kind]:
-                        first = parts[kind][cls.name]
+                    key = (normalize_package(package), cls.name)
+                    if key in self._qualified[kind]:
                         self.conflicts.append(
-                            f"{kind} {cls.name!r} from package {package!r} is ignored: package"
-                            f" {first.package!r} registered that name first")
+                            f"{kind} {cls.name!r} is registered twice by package {package!r} (plugins"
+                            f" {self._qualified[kind][key].plugin!r} and {plugin_name!r}): the first is used")
                         continue
-                    parts[kind][cls.name] = PartInfo(kind, cls.name, cls, package, plugin_name)
+                    self._qualified[kind][key] = PartInfo(kind, cls.name, cls, package, plugin_name)
+                    registrants.setdefault(cls.name, []).append(self._qualified[kind][key])
+            for name, infos in sorted(registrants.items()):
+                parts[kind][name] = infos[0]  # the packages are in precedence order
+                if len(infos) > 1:
+                    self._clashes[kind, name] = _clash_message(kind, name, [i.package for i in infos])
+                    self.conflicts.append(self._clashes[kind, name])
         self._parts = parts
         return parts
 
@@ -124,14 +181,38 @@ class Registry:
         return sorted(n for n in self._collect()[kind] if fnmatch.fnmatch(n, pattern))
 
     def info(self, kind: str, name: str) -> PartInfo:
-        """The registered part `name` of `kind`; an unknown name lists what exists and the closest match."""
+        """The registered part `name` of `kind`, or `package:name` for that package's; an unknown name lists what
+        exists and the closest match."""
         _check_kind(kind)
+        if ":" in name:
+            return self._qualified_info(kind, name)
         found = self._collect()[kind].get(name)
         if found is None:
             names = self.available(kind)
-            close = closest(name, names)
-            hint = f"did you mean {close!r}? " if close else ""
-            raise I2IError(f"unknown {kind} {name!r}: {hint}(available: {', '.join(names) or 'none'})")
+            blocked = "".join(f"; package {p!r} is blocked by {BLOCK_VARIABLE}" for p in sorted(self.blocked.values()))
+            raise I2IError(f"unknown {kind} {name!r}: {_did_you_mean(name, names)}(available:"
+                           f" {', '.join(names) or 'none'}){blocked}")
+        return found
+
+    def _qualified_info(self, kind: str, name: str) -> PartInfo:
+        """The part a qualified name `package:name` means (the package as `i2i list` shows it, - and _ alike)."""
+        package, _, plain = name.partition(":")
+        key = normalize_package(package)
+        self._collect()
+        qualified = self._qualified[kind]
+        if key in self.blocked:
+            raise I2IError(f"{kind} {name!r}: package {self.blocked[key]!r} is blocked by {BLOCK_VARIABLE}"
+                           " (take it out of that variable to use its parts)")
+        packages = {normalize_package(p): p for p in self._packages.values()}
+        if key not in packages:
+            names = sorted(packages.values())
+            raise I2IError(f"unknown package {package!r} in {kind} {name!r}: {_did_you_mean(package, names)}"
+                           f"(plugin packages: {', '.join(names) or 'none'})")
+        found = qualified.get((key, plain))
+        if found is None:
+            names = sorted(n for p, n in qualified if p == key)
+            raise I2IError(f"package {packages[key]!r} has no {kind} {plain!r}: {_did_you_mean(plain, names)}"
+                           f"(its {kind}s: {', '.join(names) or 'none'})")
         return found
 
     def describe(self, kind: str, name: str) -> dict[str, Any]:
@@ -157,6 +238,9 @@ class Registry:
         weights are kept but not checked by the part, as no file or download will be read for them.
         """
         part = self.info(kind, name)
+        if (kind, name) in self._clashes and (kind, name) not in self._warned:  # said once per name
+            self._warned.add((kind, name))
+            warnings.warn(self._clashes[kind, name], stacklevel=2)
         where = where or kind
         resolved = OptionSet(part.options).resolve(options, where)
         checked = dict(resolved)
@@ -177,24 +261,76 @@ class Registry:
         resolved = self.resolve_options(kind, name, options)
         return self.info(kind, name).cls(**resolved)
 
+    def commands(self, taken: Collection[str] = ()) -> dict[str, tuple[str, click.Command]]:
+        """The click commands plugins add (hook i2i_commands), by name, each with its package.
+
+        A name in `taken` (the core's commands) or added by a package of higher precedence is left out, with a
+        warning naming both packages.
+        """
+        import click
+
+        added: dict[str, tuple[str, click.Command]] = {}
+        for package, impl in self._implementations("i2i_commands"):
+            for command in impl.function() or []:
+                if not (isinstance(command, click.Command) and command.name):
+                    warnings.warn(f"plugin {impl.plugin_name!r} ({package}) returned {command!r} from i2i_commands,"
+                                  " which is not a click command with a name", stacklevel=2)
+                elif command.name in taken or command.name in added:
+                    first = added[command.name][0] if command.name in added else CORE_PACKAGE
+                    warnings.warn(f"command {command.name!r} of package {package!r} is not added: package"
+                                  f" {first!r} has a command of that name", stacklevel=2)
+                else:
+                    added[command.name] = (package, command)
+        return added
+
+
+def _clash_message(kind: str, name: str, packages: list[str]) -> str:
+    """What a clash of part names is reported as: both (all) packages, who wins, how to pick the others."""
+    listed = ", ".join(repr(p) for p in packages[:-1]) + f" and {packages[-1]!r}"
+    others = " or ".join(f"'{p}:{name}'" for p in packages[1:])
+    return (f"{kind} {name!r} is registered by packages {listed}: {name!r} means {packages[0]}'s; write {others}"
+            f" for the other{'s' if len(packages) > 2 else ''}")
+
+
+def _did_you_mean(word: str, names: list[str]) -> str:
+    close = closest(word, names)
+    return f"did you mean {close!r}? " if close else ""
+
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        close = closest(kind, list(KINDS))
-        hint = f"did you mean {close!r}? " if close else ""
-        raise I2IError(f"unknown part kind {kind!r}: {hint}(kinds: {', '.join(KINDS)})")
+        raise I2IError(f"unknown part kind {kind!r}: {_did_you_mean(kind, list(KINDS))}(kinds: {', '.join(KINDS)})")
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Warnings raised inside, printed as one line each when it ends."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
 
 
 @lru_cache(maxsize=1)
 def default_registry() -> Registry:
-    """The registry of every installed plugin, loaded once per process."""
+    """The registry of every installed plugin, loaded once per process (I2I_BLOCK_PLUGINS is read then)."""
     registry = Registry()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with _warnings_to_stderr():
         registry.load_entry_points()
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     return registry
+
+
+def plugin_commands(taken: Collection[str] = ()) -> dict[str, tuple[str, click.Command]]:
+    """The commands installed third-party packages add, by name, with their package (see Registry.commands).
+
+    The core's plugins are not loaded for this: the core's commands live in i2i.cli, and importing the stock
+    parts would slow `i2i --help` down.
+    """
+    registry = Registry()
+    with _warnings_to_stderr():
+        registry.load_entry_points(core=False)
+        return registry.commands(taken)
 
 
 def create(kind: str, name: str, /, **options: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,9 +17,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from i2i.atomic import atomic_file
+from i2i.rundir import LOSSES_PLOT, RECIPE_FILE, RunFolder
 
 PAD = 2  # pixels of white between and around the cells of a sample grid
-_SAMPLE_RE = re.compile(r"^step-(\d+)\.png$")
 _EMA_MIN_POINTS = 20  # below this a smoothed line only hides the few points there are
 
 
@@ -59,25 +58,8 @@ def save_samples(visuals: Mapping[str, torch.Tensor], path: Path) -> None:
 # ---------------------------------------------------------------------------- metrics
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Return the records of `run_dir/metrics.jsonl`, skipping blank, truncated or non-object lines."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        # errors="replace": a crash can cut a multi-byte character in half on the last line.
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    """Return the records of the run's metrics.jsonl, skipping blank, truncated or non-object lines."""
+    return RunFolder(run_dir).read_metrics()
 
 
 def _number(value: Any) -> float | None:
@@ -211,15 +193,6 @@ def _run_name(run_dir: Path, recipe_text: str) -> str:
     return str(name) if name else run_dir.resolve().name
 
 
-def _samples(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, png path) of every sample grid, newest first."""
-    folder = run_dir / "samples"
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SAMPLE_RE.match(p.name))]
-    return sorted(found, key=lambda item: item[0], reverse=True)
-
-
 def _sample_html(run_dir: Path, step: int, png: Path) -> str:
     try:
         meta = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
@@ -274,8 +247,7 @@ def _summary_html(run_dir: Path, records: list[dict]) -> str:
     items.append(("elapsed", _fmt_elapsed(last.get("elapsed"))))
     if "lr" in last:
         items.append(("lr", _fmt_num(last["lr"])))
-    ckpt_dir = run_dir / "checkpoints"
-    ckpts = sorted(p.name for p in ckpt_dir.glob("step-*") if p.is_dir()) if ckpt_dir.is_dir() else []
+    ckpts = [p.name for p in RunFolder(run_dir).checkpoints()]
     if ckpts:
         items.append(("checkpoints", f"{len(ckpts)} (latest {ckpts[-1]})"))
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
@@ -297,23 +269,23 @@ def html_page(title: str, parts: list[str], css: str = "") -> str:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write `run_dir/losses.png` (when there are metrics) and `run_dir/report.html`; return the html path."""
+    """Write the run's loss plot (when there are metrics) and its report.html; return the html path."""
     run_dir = Path(run_dir)
-    recipe_path = run_dir / "recipe.toml"
-    recipe_text = recipe_path.read_text(encoding="utf-8", errors="replace") if recipe_path.is_file() else ""
+    run = RunFolder(run_dir)
+    recipe_text = run.read_recipe_text()
     name = _run_name(run_dir, recipe_text)
-    records = read_metrics(run_dir)
+    records = run.read_metrics()
 
     parts = [f"<h1>{_esc(name)}</h1>", "<h2>Summary</h2>"]
     if records:
         parts.append(_summary_html(run_dir, records))
-        plot_losses(records, run_dir / "losses.png")
+        plot_losses(records, run.losses_plot)
         parts += ["<h2>Losses</h2>",
-                  '<div class="card"><img class="plot" src="losses.png" alt="loss curves"></div>']
+                  f'<div class="card"><img class="plot" src="{LOSSES_PLOT}" alt="loss curves"></div>']
     else:
         parts.append('<p class="empty">Nothing has been logged yet.</p>')
 
-    samples = _samples(run_dir)
+    samples = run.samples()[::-1]  # newest first
     parts.append("<h2>Samples</h2>")
     if samples:
         parts.append("<p>Newest first. Click a grid for the full-size image.</p>")
@@ -322,10 +294,10 @@ def write_report(run_dir: Path) -> Path:
         parts.append('<p class="empty">No samples yet.</p>')
 
     parts.append("<h2>Recipe</h2>")
-    parts.append(f"<pre>{_esc(recipe_text)}</pre>" if recipe_text else '<p class="empty">No recipe.toml.</p>')
+    parts.append(f"<pre>{_esc(recipe_text)}</pre>" if recipe_text else f'<p class="empty">No {RECIPE_FILE}.</p>')
 
     page = html_page(f"i2i report: {name}", parts)
-    out = run_dir / "report.html"
+    out = run.report_file
     with atomic_file(out, "w") as f:
         f.write(page)
     return out

@@ -25,9 +25,12 @@ import tomli_w
 import torch
 from torch import Tensor, nn
 
+from i2i.checkpoint import flatten_state, unflatten_state
 from i2i.errors import I2IError
-from i2i.parts import AdversarialLoss, Buffer, Dataset, Discriminator, Generator, Part, ReconstructionLoss
+from i2i.parts import (AdversarialLoss, Buffer, Dataset, Discriminator, Generator, Part, ReconstructionLoss,
+                       ScheduleClock)
 from i2i.registry import Registry, default_registry
+from i2i.rundir import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RunFolder
 
 __all__ = ["SMOKE_RECIPE", "check_part", "run_recipe"]
 
@@ -69,6 +72,10 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
     - reconstruction loss: 0 on identical images, >= 0 otherwise, with a gradient to the output.
     - buffer: answers have the query's shape; a copy restored from state_dict() answers the same.
     - dataset: the first training item holds "A" and "B" images (C, H, W) in [-1, 1].
+    - optimizer: declares `lr`; the torch optimizer it builds moves a weight along a gradient, finitely, and its
+      state survives a checkpoint (a fresh one restored from it takes the same next step).
+    - schedule: finite factors >= 0 over a run of 3 epochs of 4 steps; its state survives a checkpoint.
+    - callback: its state survives a checkpoint (tensors, numbers, strings, dicts and lists only).
     - method: the checks every kind gets; train it with `run_recipe`.
     """
     registry = registry or default_registry()
@@ -94,7 +101,8 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
         except I2IError as exc:
             raise AssertionError(f"{label}: {exc}") from None
         checks = {"generator": _check_generator, "discriminator": _check_discriminator, "loss": _check_loss,
-                  "buffer": _check_buffer, "dataset": _check_dataset}
+                  "buffer": _check_buffer, "dataset": _check_dataset, "optimizer": _check_optimizer,
+                  "schedule": _check_schedule, "callback": _check_callback}
         if kind in checks:
             checks[kind](part, label, size, registry.resolve_options(kind, name, options))
     return part
@@ -108,7 +116,7 @@ def run_recipe(recipe: str | Path | Mapping[str, Any], *overrides: str, out: str
     it. Returns the run folder after checking that it holds the resolved recipe, metrics and a checkpoint.
     """
     from i2i.recipe import load_recipe
-    from i2i.train import train
+    from i2i.engine import train
 
     out = Path(out)
     registry = registry or default_registry()
@@ -118,7 +126,7 @@ def run_recipe(recipe: str | Path | Mapping[str, Any], *overrides: str, out: str
                 *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         if isinstance(recipe, Mapping):
-            path = Path(scratch) / "recipe.toml"
+            path = Path(scratch) / RECIPE_FILE
             path.write_bytes(tomli_w.dumps(dict(recipe)).encode())
         else:
             path = Path(recipe)
@@ -128,8 +136,10 @@ def run_recipe(recipe: str | Path | Mapping[str, Any], *overrides: str, out: str
             where = "the recipe table" if isinstance(recipe, Mapping) else str(path)
             raise AssertionError(f"training {where} with {list(overrides)} failed: "
                                  f"{str(exc).replace(f'{path}: ', '')}") from None
-    for needed in ("recipe.toml", "metrics.jsonl", "checkpoints/step-*"):
-        _expect(any(run_dir.glob(needed)), f"run {run_dir}", f"has no {needed} after training")
+    run = RunFolder(run_dir)
+    for needed, found in ((RECIPE_FILE, run.recipe_file.is_file()), (METRICS_FILE, run.metrics_file.is_file()),
+                          (f"{CHECKPOINTS_DIR}/step-*", bool(run.checkpoints()))):
+        _expect(found, f"run {run_dir}", f"has no {needed} after training")
     return run_dir
 
 
@@ -338,3 +348,54 @@ def _check_dataset(dataset: Any, label: str, size: int, resolved: dict[str, Any]
         image = _finite(item.get(key) if isinstance(item, dict) else None, label, f"item[{key!r}]")
         _expect(image.dim() == 3 and float(image.min()) >= -1 and float(image.max()) <= 1, label,
                 f"item[{key!r}] must be a (C, H, W) tensor in [-1, 1], got shape {tuple(image.shape)}")
+
+
+def _through_a_checkpoint(state: Any, label: str) -> Any:
+    """`state` as --resume gets it back: flattened to tensors and JSON, written as text, read and rebuilt."""
+    import json
+
+    try:
+        tensors, tree = flatten_state("part", state)
+        copies = {name: tensor.clone() for name, tensor in tensors.items()}  # a file shares no memory either
+        return unflatten_state(json.loads(json.dumps(tree)), copies)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(f"{label}: state_dict() cannot be saved in a checkpoint: {exc}") from None
+
+
+def _check_optimizer(part: Any, label: str, size: int, options: dict[str, Any]) -> None:
+    _expect("lr" in options, label, "declares no `lr` option, which the schedule multiplies")
+
+    def one_step(optimizer: torch.optim.Optimizer, weight: nn.Parameter) -> None:
+        optimizer.zero_grad()
+        (weight * torch.arange(1.0, 5.0)).sum().backward()
+        optimizer.step()
+
+    weight = nn.Parameter(torch.ones(4))
+    optimizer = part.build([weight])
+    _expect(isinstance(optimizer, torch.optim.Optimizer), label, "build() must return a torch.optim.Optimizer")
+    one_step(optimizer, weight)
+    _finite(weight.detach(), label, "the weight after one step")
+    if options["lr"] > 0:
+        _expect(not torch.equal(weight.detach(), torch.ones(4)), label, "one step with a gradient left the weight"
+                " unchanged")
+    copy = nn.Parameter(weight.detach().clone())
+    restored = part.build([copy])
+    restored.load_state_dict(_through_a_checkpoint(optimizer.state_dict(), label))
+    one_step(optimizer, weight)
+    one_step(restored, copy)
+    _expect(torch.equal(weight.detach(), copy.detach()), label, "an optimizer restored from its state_dict() takes"
+            " another step than the original: save all of its state")
+
+
+def _check_schedule(part: Any, label: str, size: int, options: dict[str, Any]) -> None:
+    for step in range(12):
+        clock = ScheduleClock(step=step, epoch=step // 4, steps_per_epoch=4, total_steps=12, epochs=2,
+                              decay_epochs=1)
+        factor = part.factor(clock)
+        _expect(isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0, label,
+                f"factor() at step {step} is {factor!r}: it must be a finite number >= 0")
+    part.load_state_dict(_through_a_checkpoint(part.state_dict(), label))
+
+
+def _check_callback(part: Any, label: str, size: int, options: dict[str, Any]) -> None:
+    part.load_state_dict(_through_a_checkpoint(part.state_dict(), label))

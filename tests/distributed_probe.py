@@ -15,7 +15,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from i2i.recipe import load_recipe
-from i2i.train import Trainer, _to_device
+from i2i.engine import Trainer
 
 
 def main() -> None:
@@ -31,9 +31,9 @@ def main() -> None:
                    for name, net in trainer.networks.items() for key, value in net.state_dict().items()}
         save_file(tensors, str(out / f"rank-{rank}.safetensors"))
         return
-    trainer.sampler.set_epoch(0)
-    batch = next(iter(trainer.loader))
-    trainer.method.step(_to_device(batch, trainer.device), trainer.stepper)
+    trainer.data.sampler.set_epoch(0)
+    batch = next(iter(trainer.data.loader))
+    trainer.method.step(trainer.to_device(batch), trainer.stepper)
     # after the step each .grad holds this step's (averaged) gradient: G's backward never reaches D, and D's
     # loss sees detached fakes, so neither update overwrote the other's
     grads = {f"{name}.{key}": param.grad.detach().cpu().contiguous()

@@ -82,7 +82,7 @@ def test_a_flipped_bit_is_named_by_every_reader_and_resume_falls_back(cli, train
 def test_damage_to_each_file_of_a_checkpoint_is_named(cli, run):
     flip_last_byte(step(run, 4) / "D_B.safetensors")
     flip_last_byte(step(run, 3) / "training.safetensors")
-    edit_state(step(run, 2), lambda state: state.update(log_count=state["log_count"] + 1))  # valid JSON still
+    edit_state(step(run, 2), lambda state: state.update(epoch=state["epoch"] + 1))  # valid JSON still
     edit_state(step(run, 1), lambda state: state["sha256"].update({"G_A.safetensors": "0" * 64}))
     line = error_line(cli("run", QUICK, *EVERY_STEP, "--out", run, "--resume"))
     assert "none of the 4 checkpoints" in line, line
@@ -95,6 +95,14 @@ def test_damage_to_each_file_of_a_checkpoint_is_named(cli, run):
                               (1, "training.json", "its content differs from its recorded SHA-256")):
         assert any(f"cannot read checkpoint file {step(run, number) / file}: {why}" in w for w in warnings), (
             number, warnings)
+
+
+def test_a_tampered_training_json_is_named_by_compare(cli, run, tmp_path):
+    edit_state(step(run, 4), lambda state: state.update(edited=True))  # valid JSON still
+    result = cli("compare", run, "--samples", "1", "--out", tmp_path / "compare")
+    assert result.code == 0, result.err  # the table and curves still show; only its translations go
+    assert (f"note: run: cannot read checkpoint file {step(run, 4) / 'training.json'}: its content differs from its"
+            " recorded SHA-256") in result.err, result.err
 
 
 def test_checkpoints_without_checksums_still_load(cli, run, image, tmp_path):

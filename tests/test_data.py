@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.data import (Synthetic, UnpairedFolders, draw_synthetic, list_images, read_image,
-                      transform_image)
 from i2i.errors import I2IError
+from i2i.images import list_images, read_image, transform_image
+from i2i_stock.datasets import Synthetic, UnpairedFolders, draw_synthetic
 
 
 def noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
@@ -149,7 +149,7 @@ def test_permission_denied_reason_when_running_as_root(tmp_path: Path, monkeypat
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("i2i.data._open_file", refuse)  # tests/test_bad_inputs.py has a real unreadable file
+    monkeypatch.setattr("i2i.images._open_file", refuse)  # tests/test_bad_inputs.py has a real unreadable file
     with pytest.raises(I2IError, match="locked.png: permission denied$"):
         read_image(path)
 
@@ -397,7 +397,7 @@ def test_aligned_pairs_split_side_by_side_images(tmp_path) -> None:
         pair = Image.new("RGB", (40, 20), (255, 0, 0))
         pair.paste((0, 0, 255), (20, 0, 40, 20))  # A red on the left, B blue on the right
         pair.save(tmp_path / split / "1.png")
-    from i2i.data import AlignedFolders
+    from i2i_stock.datasets import AlignedFolders
 
     data = AlignedFolders(root=str(tmp_path), load_size=16, crop_size=16)
     assert data.has_split("test")  # val/ stands in for test/, as in pix2pix's datasets

@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import RECIPES, TINY, error_line
-from i2i.data import draw_synthetic
 from i2i.evaluate import (PSNR_CAP, DistributionScores, InceptionFeatures, frechet_distance, load_inception,
                           paired_metrics)
+from i2i_stock.datasets import draw_synthetic
 
 PIX2PIX_TINY = [
     "--set", "data.name=synthetic", "--set", "data.paired=true", "--set", "data.count=4",
@@ -52,7 +52,7 @@ def unpaired_folder(root: Path, counts: dict[str, int]) -> Path:
 def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CycleGAN run on synthetic data (both generators)."""
     from i2i.recipe import load_recipe
-    from i2i.train import train
+    from i2i.engine import train
 
     overrides = [TINY[i + 1] for i in range(0, len(TINY), 2)]
     return train(load_recipe(RECIPES / "quickstart.toml", overrides), tmp_path_factory.mktemp("runs") / "cycle")

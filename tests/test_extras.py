@@ -127,7 +127,7 @@ def test_the_template_package_passes_its_own_tests(tmp_path):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=package, env=env,
                            capture_output=True, text=True, timeout=300, check=False)
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "2 passed" in tests.stdout
+    assert "3 passed" in tests.stdout
 
 
 def test_after_uninstalling_a_recipe_naming_its_part_fails_clearly(extras, tmp_path):

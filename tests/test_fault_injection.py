@@ -42,7 +42,7 @@ MIN_KILLS = 12
 # before the test has killed it.
 FORKER = r"""
 import errno, json, os, signal, sys
-import i2i.train
+import i2i.engine
 from i2i.cli import main
 from i2i.registry import default_registry
 

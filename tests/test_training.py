@@ -13,9 +13,16 @@ from conftest import RECIPES, TINY
 from i2i.checkpoint import list_checkpoints, load_network, save_checkpoint
 from i2i.errors import I2IError
 from i2i.registry import create
-from i2i.train import lr_factor
+from i2i.parts import ScheduleClock
 
 QUICK = RECIPES / "quickstart.toml"
+
+
+def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
+    """The stock linear schedule's factor in `epoch`."""
+    clock = ScheduleClock(step=epoch, epoch=epoch, steps_per_epoch=1, total_steps=epochs + decay_epochs,
+                          epochs=epochs, decay_epochs=decay_epochs)
+    return create("schedule", "linear").factor(clock)
 
 
 def test_lr_factor_is_the_reference_linear_policy():
@@ -34,7 +41,8 @@ def test_lr_is_constant_then_decays_per_epoch(cli, tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert [r["epoch"] for r in records] == [0, 0, 1, 1, 2, 2]
     expected = [2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 * 2 / 3, 2e-4 / 3, 2e-4 / 3]
-    assert [r["lr"] for r in records] == pytest.approx(expected)
+    assert [r["lr"]["G"] for r in records] == pytest.approx(expected)
+    assert [r["lr"]["D"] for r in records] == pytest.approx(expected)
 
 
 def test_image_pool_stores_until_full_then_swaps_half():

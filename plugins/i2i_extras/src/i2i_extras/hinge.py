@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import i2i
-from i2i.parts import AdversarialLoss
+from i2i.api import AdversarialLoss
 
 
 class HingeLoss(AdversarialLoss):

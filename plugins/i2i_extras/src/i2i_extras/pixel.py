@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 import i2i
-from i2i.parts import Discriminator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer
+from i2i.api import INIT_OPTIONS, NORM_OPTION, Discriminator, batch_independent, conv_bias, init_weights, norm_layer
 
 
 class PixelDiscriminator(Discriminator):

@@ -10,9 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 import i2i
-from i2i.parts import Generator
-from i2i_stock.layers import init_weights
-from i2i_stock.resnet import ResnetGenerator
+from i2i.api import INIT_OPTIONS, NORM_OPTION, Generator, create, init_weights
 
 MODES = ("nearest", "bilinear")
 
@@ -29,20 +27,28 @@ class UpsampleGenerator(Generator):
     """ResNet generator upsampling by interpolation + 3x3 conv instead of transposed convs (no checkerboard)."""
 
     name = "upsample"
+    # The stock `resnet` generator's options (its constructor checks them against these), plus `mode`.
     options = (
-        *ResnetGenerator.options,
+        i2i.Option("blocks", int, 9, "number of residual blocks (9 for 256 px, 6 for 128 px in the paper)", min=0),
+        i2i.Option("channels", int, 64, "filters of the first conv layer; doubled at each downsampling", min=1),
+        NORM_OPTION,
+        i2i.Option("dropout", bool, False, "dropout (p = 0.5) inside the residual blocks"),
+        i2i.Option("in_channels", int, 3, "channels of the input images", min=1),
+        i2i.Option("out_channels", int, 3, "channels of the output images", min=1),
+        *INIT_OPTIONS,
         i2i.Option("mode", str, "nearest", "interpolation before each upsampling conv: nearest or bilinear",
                    choices=MODES),
     )
-    size_multiple = ResnetGenerator.size_multiple
+    size_multiple = 4  # the stock ResNet's two stride-2 downsamplings
 
     def __init__(self, *, blocks: int = 9, channels: int = 64, norm: str = "instance", dropout: bool = False,
                  in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02,
                  mode: str = "nearest") -> None:
         super().__init__()
-        # Built from the stock network so encoder, residual blocks and head stay exactly the stock ones.
-        stock = ResnetGenerator(blocks=blocks, channels=channels, norm=norm, dropout=dropout,
-                                in_channels=in_channels, out_channels=out_channels)
+        # Built from the installed stock network (through the registry, not its module) so encoder, residual
+        # blocks and head stay exactly the stock ones.
+        stock = create("generator", "resnet", blocks=blocks, channels=channels, norm=norm, dropout=dropout,
+                       in_channels=in_channels, out_channels=out_channels)
         layers: list[nn.Module] = []
         for layer in stock.model:
             layers += resize_conv(layer, mode) if isinstance(layer, nn.ConvTranspose2d) else [layer]

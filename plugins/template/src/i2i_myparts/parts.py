@@ -1,14 +1,15 @@
-"""My i2i parts: a small generator, registered by the i2i_generators hook at the bottom."""
+"""My i2i parts: a small generator and a callback, registered by the hooks at the bottom."""
 
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
 
 import i2i
-from i2i.parts import Generator
+from i2i.api import Callback, Generator, TrainingContext
 
 
 class MyGenerator(Generator):
@@ -41,7 +42,40 @@ class MyGenerator(Generator):
         return torch.tanh(x + y if self.residual else y)
 
 
+class BestLoss(Callback):
+    """Tracks the lowest logged mean of one loss and the step it was reached at (kept in checkpoints)."""
+
+    name = "mybest"  # recipes enable it with a table: [callback.mybest] loss = "cycle_A"
+    options = (i2i.Option("loss", str, "cycle_A", "the loss to watch (a name in metrics.jsonl's losses)"),)
+
+    def __init__(self, *, loss: str = "cycle_A") -> None:
+        self.loss = loss
+        self.best: float | None = None
+        self.best_step = 0
+
+    def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
+        """Compare the logged mean with the best so far, and add both to the record (so to metrics.jsonl)."""
+        value = record["losses"].get(self.loss)
+        if value is not None and (self.best is None or value < self.best):
+            self.best, self.best_step = value, context.step
+        record["mybest"] = {"loss": self.loss, "best": self.best, "step": self.best_step}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What --resume needs to continue exactly: saved in every checkpoint."""
+        return {"best": self.best, "best_step": self.best_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+        self.best, self.best_step = state["best"], state["best_step"]
+
+
 @i2i.hookimpl
 def i2i_generators() -> list[type[Generator]]:
     """The generators this package adds."""
     return [MyGenerator]
+
+
+@i2i.hookimpl
+def i2i_callbacks() -> list[type[Callback]]:
+    """The callbacks this package adds."""
+    return [BestLoss]

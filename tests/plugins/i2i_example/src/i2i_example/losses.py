@@ -3,7 +3,7 @@
 import torch
 
 import i2i
-from i2i.parts import ReconstructionLoss
+from i2i.api import ReconstructionLoss
 
 
 class CharbonnierLoss(ReconstructionLoss):

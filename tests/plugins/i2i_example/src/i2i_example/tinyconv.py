@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import i2i
-from i2i.parts import Generator
+from i2i.api import Generator
 
 
 class TinyConvGenerator(Generator):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import i2i
-from i2i.parts import ReconstructionLoss
+from i2i.api import ReconstructionLoss
 
 
 class NanAfter(ReconstructionLoss):

@@ -1,0 +1,96 @@
+"""The public API for plugin authors: import what a part needs from here, never from `i2i_stock` internals.
+
+A plugin is a module of part classes and ``@hookimpl`` functions named after the hooks of ``i2i.hookspecs``
+(``i2i_generators``, ``i2i_datasets``, ...), reached through an entry point in the ``i2i`` group.
+Everything below keeps its name and meaning across releases; any other module of ``i2i`` may change.
+
+Part interfaces (subclass one, set ``name`` and ``options``; the docstring's first line is its description):
+
+- ``Generator``: maps images (N, C, H, W) in [-1, 1] to translated images of the same size.
+- ``Discriminator``: scores images; raw scores with the batch dimension first, optional ``features``.
+- ``Loss``: the base of the two loss roles below.
+- ``AdversarialLoss``: ``loss(prediction, target_is_real)``, plus an optional ``penalty``.
+- ``ReconstructionLoss``: ``loss(output, target)``, e.g. the cycle and identity terms.
+- ``Buffer``: a history of generated images the discriminator sees (an image pool); state in ``state_dict``.
+- ``Dataset``: a source of training images; ``load(split, augment)`` gives items {"A", "B", "A_path", "B_path"}.
+- ``Method``: one training step computed from parts (the cycle step, pix2pix, CUT).
+- ``Optimizer``: builds the torch optimizer of one parameter group from declared options.
+- ``Schedule``: the learning-rate factor asked before every step.
+- ``Callback``: acts on the training loop's lifecycle events (logging, samples, checkpoints, EMA, ...).
+
+What methods, schedules and callbacks are given:
+
+- ``LossSlot``: a loss a method declares: its role, default part and default weight.
+- ``PartFactory``: builds a method's parts from the recipe.
+- ``Stepper``: the optimizers and precision context a method updates weights through.
+- ``ScheduleClock``: the step, epoch and run length a schedule reads.
+- ``TrainingContext``: what a callback sees of the run.
+
+Declaring and registering:
+
+- ``Option``: one declared option (name, type, default, help; ``choices``, ``min``, ``max``, ``init_only``).
+- ``hookimpl``: marks a module's hook functions, e.g. ``@hookimpl def i2i_generators(): return [MyGen]``.
+- ``I2IError``: the error for a mistake the user can fix; one line naming the option, file or value.
+- ``create``: builds an installed part by kind and name, e.g. to build on a stock network.
+
+Runs (for callbacks and commands that read or write them):
+
+- ``RunFolder``: a run folder's layout and readers: recipe, metrics.jsonl, samples, checkpoints (newest, best,
+  by step), each checkpoint's training.json read with its checksums verified.
+
+Network building blocks (what the stock networks are built from):
+
+- ``NORM_OPTION``, ``norm_option(default)``: the ``norm`` option (instance, batch, syncbatch, none).
+- ``NORMS``, ``BATCH_NORMS``: the norm names, and those that mix the samples of a batch.
+- ``norm_layer(name)``: a factory building that normalization layer for a number of channels.
+- ``SyncBatchNorm2d``: batch norm over the global batch of a torchrun run, on GPUs and CPUs.
+- ``batch_independent(norm)``: whether a net normalized by ``norm`` treats each image on its own.
+- ``conv_bias(norm)``: whether convs followed by ``norm`` get a bias (the reference code's rule).
+- ``INIT_OPTIONS``, ``INITS``: the ``init`` and ``init_gain`` options, and the init names.
+- ``init_weights(net, kind, gain)``: initialize conv/linear and batch-norm weights as the CycleGAN reference.
+- ``stage_width(channels, stage)``, ``MAX_WIDTH_MULT``: widths doubling per stage, capped at 8x.
+
+Image files (the core's one reader, for datasets of your own):
+
+- ``read_image(path)``: an RGB image, EXIF rotation applied; a bad file raises ``I2IError`` naming it.
+- ``list_images(folder)``: the image files under a folder, recursively and sorted.
+- ``IMAGE_EXTENSIONS``: the file extensions ``list_images`` takes.
+- ``image_opens(path)``: whether a file's header is an image's; warns naming the file if not.
+- ``ImageFiles``: files read by index, a bad one replaced by the next that decodes.
+- ``transform_image``, ``transform_images``: resize, crop, flip to tensors in [-1, 1] (the same crop for a pair).
+
+Testing a plugin: ``i2i.testing`` (``check_part``, ``run_recipe``, ``SMOKE_RECIPE``) is its own module, as it
+imports the trainer.
+"""
+
+from __future__ import annotations
+
+from i2i.errors import I2IError
+from i2i.hookspecs import hookimpl
+from i2i.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_images, read_image, transform_image,
+                        transform_images)
+from i2i.layers import (BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS, SyncBatchNorm2d,
+                        batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
+from i2i.options import Option
+from i2i.parts import (AdversarialLoss, Buffer, Callback, Dataset, Discriminator, Generator, Loss, LossSlot, Method,
+                       Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper, TrainingContext)
+from i2i.registry import create
+from i2i.rundir import RunFolder
+
+__all__ = [
+    # part interfaces
+    "Generator", "Discriminator", "Loss", "AdversarialLoss", "ReconstructionLoss", "Buffer", "Dataset", "Method",
+    "Optimizer", "Schedule", "Callback",
+    # what methods, schedules and callbacks are given
+    "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext",
+    # declaring and registering
+    "Option", "hookimpl", "I2IError", "create",
+    # runs
+    "RunFolder",
+    # network building blocks
+    "NORM_OPTION", "norm_option", "NORMS", "BATCH_NORMS", "norm_layer", "SyncBatchNorm2d", "batch_independent",
+    "conv_bias", "INIT_OPTIONS", "INITS", "init_weights", "stage_width", "MAX_WIDTH_MULT",
+    # image files
+    "read_image", "list_images", "IMAGE_EXTENSIONS", "image_opens", "ImageFiles", "transform_image",
+    "transform_images",
+]

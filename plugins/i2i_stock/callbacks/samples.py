@@ -1,0 +1,42 @@
+"""Sample grids: fixed held-out images translated at every log point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import default_collate
+
+from i2i import report
+from i2i.parts import Callback, TrainingContext
+
+
+class Samples(Callback):
+    """Translates train.samples fixed held-out images per domain at every log point (shown in report.html)."""
+
+    name = "samples"
+    order = 110
+    default = True
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] | None = None
+
+    def on_train_start(self, context: TrainingContext) -> None:
+        """Take the first images of the test split (the training split when there is none)."""
+        count = context.recipe["train"]["samples"]
+        if count and context.is_main:
+            dataset = context.dataset
+            held_out = dataset.load("test" if dataset.has_split("test") else "train", augment=False)
+            self.items = default_collate([held_out[i] for i in range(min(count, len(held_out)))])
+
+    def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
+        """Save the method's visuals of the samples as samples/step-NNNNNNNN.png."""
+        if self.items is None:
+            return
+        for net in context.networks.values():
+            net.eval()
+        try:
+            visuals = context.method.visuals(context.to_device(self.items))
+        finally:
+            for net in context.networks.values():
+                net.train()
+        report.save_samples({k: v.float().cpu() for k, v in visuals.items()}, context.folder.sample_file(context.step))
