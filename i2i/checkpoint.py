@@ -26,8 +26,9 @@ from i2i.errors import I2IError
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "training.json"
 CHECKSUMS = "sha256"  # the key in training.json: {file name: hex digest}, STATE_FILE's own entry included
-# Leftovers of interrupted saves and prunes: .step-NNNNNNNN.tmp-<pid> and .step-NNNNNNNN.deleting
-_TEMP_DIR = re.compile(r"^\.step-\d{8}\.(?:tmp-(\d+)|deleting)$")
+# Leftovers of interrupted saves, copies and prunes: .step-NNNNNNNN.tmp-<pid>, .best.tmp-<pid>, .NAME.deleting, and
+# .NAME.replaced (a complete checkpoint moved aside for the instant its copy's replacement is renamed in)
+_TEMP_DIR = re.compile(r"^\.([\w-]+)\.(?:tmp-(\d+)|deleting|(replaced))$")
 
 
 def step_name(step: int) -> str:
@@ -75,8 +76,11 @@ def _remove_leftovers(checkpoints: Path) -> None:
         match = _TEMP_DIR.match(entry.name)
         if not match or not entry.is_dir():
             continue
-        pid = int(match.group(1)) if match.group(1) else None
+        pid = int(match.group(2)) if match.group(2) else None
         if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        if match.group(3) and not (checkpoints / match.group(1)).exists():
+            os.rename(entry, checkpoints / match.group(1))  # killed between copy_checkpoint's two renames
             continue
         shutil.rmtree(entry, ignore_errors=True)
 
@@ -132,6 +136,38 @@ def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module]
     os.rename(tmp, final)
     _fsync(checkpoints)
     return final
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Make `target` (e.g. checkpoints/best) a copy of the checkpoint folder `source`, atomically: copied into a
+    temporary folder beside it, fsynced, then renamed over it, so a crash leaves the previous `target` whole."""
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(parent)
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        for file in sorted(source.iterdir()):
+            if file.name != STATE_FILE:
+                shutil.copyfile(file, tmp / file.name)
+                _fsync(tmp / file.name)
+        # training.json last, as in save_checkpoint: a folder without one is never taken for a checkpoint
+        shutil.copyfile(source / STATE_FILE, tmp / STATE_FILE)
+        _fsync(tmp / STATE_FILE)
+        _fsync(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"the previous {target.name} is intact" if target.exists() else f"there is no {target.name} yet"
+        raise I2IError(f"could not copy checkpoint {source} to {target}: {exc.strerror or exc}; {kept}") from None
+    # A folder cannot be renamed over a non-empty one: the old one steps aside first, and a crash between the two
+    # renames is undone by _remove_leftovers (it renames .NAME.replaced back when NAME is missing).
+    aside = parent / f".{target.name}.replaced"
+    if target.exists():
+        os.rename(target, aside)
+    os.rename(tmp, target)
+    _fsync(parent)
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
 
 
 def list_checkpoints(checkpoints: Path) -> list[Path]:

@@ -151,6 +151,15 @@ def info(kind: str, name: str) -> None:
     stdout.print(table)
 
 
+#: `--checkpoint NAME` of the commands that read a run's generator (translate, evaluate, export)
+checkpoint_option = click.option("--checkpoint", "which", default=None, metavar="NAME", show_default="latest",
+                                 help="Which checkpoint of a run folder: latest, best (kept by"
+                                      " callback.validation.keep_best) or step-N.")
+#: `--raw` of the same commands: the trained generator weights instead of the EMA average a run saved beside them
+raw_option = click.option("--raw", is_flag=True, help="Use the raw generator weights, not the EMA average the run"
+                                                       " saved.")
+
+
 @cli.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -160,18 +169,22 @@ def info(kind: str, name: str) -> None:
               help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Images of equal size translated together.")
+@checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@raw_option
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
-              batch_size: int, device: str) -> None:
+              batch_size: int, device: str, which: str | None, raw: bool) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
     from i2i.inference import translate as run_translation
 
     with counting_progress("translate") as show:
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
-                                 batch_size=batch_size, device=device, on_progress=show)
+                                 batch_size=batch_size, device=device, on_progress=show, which=which, raw=raw)
     skipped = f", {len(result.skipped)} skipped (see the warnings above)" if result.skipped else ""
     count = len(result.written)
-    stdout.print(f"translated {count} image{'s' * (count != 1)} into {result.out}{skipped}; index: {result.index}",
+    weights = f" with the {result.weights}" if result.weights else ""
+    stdout.print(f"translated {count} image{'s' * (count != 1)}{weights} into {result.out}{skipped}; index:"
+                 f" {result.index}",
                  highlight=False, markup=False, soft_wrap=True)
 
 
@@ -203,8 +216,10 @@ def convert(reference: Path, out: Path | None) -> None:
               help="Free batch, height and width axes in ONNX; both formats are then also checked at a second size.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,  # i2i.export.TOLERANCE
               help="Largest max abs difference (outputs in [-1, 1]) between the exported file and the generator.")
+@checkpoint_option
+@raw_option
 def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | None, dynamic: bool,
-           tolerance: float) -> None:
+           tolerance: float, which: str | None, raw: bool) -> None:
     """Export the generator in CHECKPOINT (a run, checkpoint or .safetensors) to ONNX or TorchScript.
 
     The exported file and the generator then translate the same inputs (uniform noise, a smooth synthetic
@@ -214,7 +229,7 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
     from i2i.export import export_generator
 
     report = export_generator(checkpoint, fmt, out, direction=direction, size=size, dynamic=dynamic,
-                              tolerance=tolerance)
+                              tolerance=tolerance, which=which, raw=raw)
     for note in report.notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     shape = "x".join(map(str, report.input_shape))
@@ -290,15 +305,19 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
               help="Images translated together.")
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="the recipe's crop",
               help="Resize images to N x N instead of the recipe's load_size and centre crop_size.")
+@checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@raw_option
 def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, batch_size: int,
-             size: int | None, device: str) -> None:
+             size: int | None, device: str, which: str | None, raw: bool) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
     from i2i.evaluate import evaluate as run_evaluation
+    from i2i.inference import weights_note
 
     with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
-                                batch_size=batch_size, device=device, size=size, on_progress=show)
+                                batch_size=batch_size, device=device, size=size, on_progress=show, which=which,
+                                raw=raw)
     columns = [c for c in ("images", "l1", "psnr", "ssim", "cycle_l1", "fid", "kid", "kid_std")
                if any(c in m for m in report["metrics"].values())]
     table = Table(box=None, header_style="bold")
@@ -306,7 +325,9 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
         table.add_column(column, justify="left" if column == "direction" else "right")
     for direction, found in report["metrics"].items():
         table.add_row(direction, *(_metric_text(found.get(c, "")) for c in columns))
-    stdout.print(f"{report['run']} at {report['checkpoint']} on {report['data']['split']}"
+    weights = weights_note([Path(name) for name in report["generators"].values()], raw)
+    stdout.print(f"{report['run']} at {report['checkpoint']}{' with the ' + weights if weights else ''} on"
+                 f" {report['data']['split']}"
                  f" ({report['data']['dataset']}{', ' + report['data']['root'] if report['data']['root'] else ''})",
                  highlight=False, markup=False, soft_wrap=True)
     stdout.print(table)

@@ -32,15 +32,16 @@ from i2i.atomic import atomic_file
 from i2i.checkpoint import STATE_FILE, STEP_DIR
 from i2i.devices import resolve_device, usable_cpus
 from i2i.errors import I2IError, first_line
-from i2i.inference import load_generator, run_generator
+from i2i.inference import generator_file, load_generator, run_generator
 from i2i.parts import Dataset
 from i2i.recipe import LOADER
 from i2i.registry import default_registry
 from i2i.rundir import RECIPE_FILE, RunFolder
 from i2i.weights import read_weights
 
-__all__ = ["PSNR_CAP", "DistributionScores", "InceptionFeatures", "PairedScores", "evaluate", "frechet_distance",
-           "load_inception", "measure", "paired_metrics"]
+__all__ = ["LOWER_IS_BETTER", "PSNR_CAP", "DistributionScores", "InceptionFeatures", "PairedScores", "evaluate",
+           "frechet_distance", "improves", "load_inception", "measure", "measure_held_out", "metric_names",
+           "paired_metrics"]
 
 #: PSNR of an image reproduced exactly (an MSE of 0 gives infinity); also the most any one image counts for.
 PSNR_CAP = 100.0
@@ -49,6 +50,24 @@ INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_URL = f"https://download.pytorch.org/models/{INCEPTION_FILE}"
 KID_SUBSET_SIZE = 1000  # torch-fidelity's and torchmetrics' default; fewer images use them all
 DIRECTIONS = {"AtoB": ("A", "B"), "BtoA": ("B", "A")}  # direction: (source domain, target domain)
+#: every score `measure` gives, and whether lower is better (for keeping the best checkpoint); images and kid_std
+#: are counts and spreads, not scores
+LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "cycle_l1": True, "fid": True, "kid": True}
+
+
+def metric_names(directions: list[str] | dict[str, Any], paired: bool, features: bool) -> list[str]:
+    """The scores `measure` gives each of `directions`: on paired data, with both generators, with features."""
+    names = ["l1", "psnr", "ssim"] if paired else []
+    if all(d in directions for d in DIRECTIONS):
+        names.append("cycle_l1")
+    return names + (["fid", "kid"] if features else [])
+
+
+def improves(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether `value` of `metric` beats `best` (None: nothing yet); a missing or non-finite value never does."""
+    if value is None or not math.isfinite(value):
+        return False
+    return best is None or (value < best if LOWER_IS_BETTER[metric] else value > best)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -269,8 +288,9 @@ def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, p
     paired_scores = {d: PairedScores(device) for d in generators} if paired else {}
     cycle: dict[str, list[Tensor]] = {d: [] for d in generators} if both else {}
     distribution = {d: DistributionScores(feature, device) for d in generators} if feature is not None else {}
+    # A generator of its own: the loader's base seed is drawn from it, not from torch's global RNG (training's)
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda", generator=torch.Generator())
     # An unpaired split pairs image i of A with image i mod |B| of B: count each file once per domain.
     seen: dict[str, set[str]] = {"A": set(), "B": set()}
     counts = {"A": 0, "B": 0}
@@ -316,17 +336,44 @@ def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, p
     return results
 
 
+def measure_held_out(generators: dict[str, nn.Module], dataset: Dataset, split: str = "test", batch_size: int = 8,
+                     device: torch.device | str = "cpu", feature: nn.Module | None = None, workers: int = 0,
+                     images: int = 0, on_progress: Callable[[int, int], None] | None = None
+                     ) -> dict[str, dict[str, float | None]]:
+    """What `i2i evaluate` measures: `generators` ({"AtoB": G, ...}) on the dataset part's `split`, unaugmented
+    (its first `images` items when given, else all); a value that is not finite (a diverged generator) is None."""
+    check_measurable(dataset, split, list(generators), feature is not None)
+    items = dataset.load(split, augment=False)
+    if images:
+        items = torch.utils.data.Subset(items, range(min(images, len(items))))
+    metrics = measure(generators, items, dataset.paired, batch_size, device, feature, workers, on_progress)
+    return {d: {k: _finite(v) for k, v in m.items()} for d, m in metrics.items()}
+
+
+def check_measurable(dataset: Dataset, split: str, directions: list[str], features: bool,
+                     fix: str = "pass --inception-weights for FID and KID, or evaluate on paired data") -> None:
+    """I2IError when the dataset lacks `split`, or when nothing can be measured (unpaired data, one direction, no
+    features); `fix` says what to do about the latter."""
+    if not dataset.has_split(split):
+        raise I2IError(_missing_split(dataset, split))
+    if not metric_names(directions, dataset.paired, features):
+        raise I2IError(f"nothing to measure on unpaired data with one generator ({', '.join(directions)}): {fix}")
+
+
 def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test",
              inception_weights: Path | str | None = None, batch_size: int = 8, device: str = "auto",
              size: int | None = None, *, feature: nn.Module | None = None,
-             on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Metrics of RUN's newest checkpoint on the held-out `split`, written atomically to run/metrics.json.
+             on_progress: Callable[[int, int], None] | None = None, which: str | None = None,
+             raw: bool = False) -> dict[str, Any]:
+    """Metrics of RUN's checkpoint `which` (default the newest; "best", "step-N") on the held-out `split`, written
+    atomically to run/metrics.json.
 
     The dataset is the run's recipe [data] table with root = `data` when given (a run trained on synthetic data
     reads an aligned or unpaired folder, judged by its layout), loaded without augmentation: resized to
     load_size and centre-cropped to crop_size as in training, or resized to `size` x `size` when given.
     `inception_weights` (torchvision's inception_v3 state dict) adds FID and KID; `feature`, any module
-    mapping [0, 1] images to (N, d) features, replaces Inception. Returns what metrics.json holds.
+    mapping [0, 1] images to (N, d) features, replaces Inception. The checkpoint's EMA averages of the generators
+    are measured when it has them, unless `raw`. Returns what metrics.json holds.
     """
     run = Path(run).expanduser()
     if batch_size < 1:
@@ -338,7 +385,7 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
     if not run.is_dir() or not recipe_file.is_file():
         raise I2IError(f"{run} is not a run folder (no {RECIPE_FILE} in it): pass the folder `i2i run` trained"
                        " into, e.g. runs/NAME")
-    checkpoint = folder.checkpoint()  # a run without a complete checkpoint fails here with the fix
+    checkpoint = folder.checkpoint(which)  # a run without a complete checkpoint fails here with the fix
     target = resolve_device(device, "--device")
     features_used = None if feature is None else type(feature).__name__
     if inception_weights is not None and feature is None:
@@ -348,25 +395,23 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         feature = feature.to(target).eval()
     table = folder.read_recipe().get("data", {})
     dataset = _dataset(table, data, split, size, recipe_file)
-    if not dataset.has_split(split):
-        raise I2IError(_missing_split(dataset, split))
-    items = dataset.load(split, augment=False)
-    generators = {d: load_generator(checkpoint, d, target) for d in _directions(checkpoint)}
-    paired = bool(getattr(dataset, "paired", False))
-    if not paired and len(generators) < 2 and feature is None:
-        raise I2IError(f"nothing to measure on unpaired data with the one generator of {run} ({', '.join(generators)}):"
-                       " pass --inception-weights for FID and KID, or evaluate on paired data")
+    directions = _directions(checkpoint)
+    check_measurable(dataset, split, directions, feature is not None)  # before the generators load
+    generators = {d: load_generator(checkpoint, d, target, raw=raw) for d in directions}
+    paired = bool(dataset.paired)
     workers = min(int(table.get("workers", 0) or 0), max(0, usable_cpus() - 1))
-    metrics = measure(generators, items, paired, batch_size, target, feature, workers, on_progress)
+    metrics = measure_held_out(generators, dataset, split, batch_size, target, feature, workers,
+                               on_progress=on_progress)
     report = {
         "run": str(run),
         "checkpoint": checkpoint.name,
-        "step": int(STEP_DIR.match(checkpoint.name).group(1)),
+        "step": _step(checkpoint),
         "data": {"dataset": dataset.name, "root": str(getattr(dataset, "root", "")) or None, "split": split,
                  "paired": paired, "load_size": getattr(dataset, "load_size", None),
                  "crop_size": getattr(dataset, "crop_size", None)},
         "features": features_used,
-        "metrics": {d: {k: _finite(v) for k, v in m.items()} for d, m in metrics.items()},
+        "generators": {d: generator_file(checkpoint, d, raw=raw).name for d in directions},  # e.g. G_A.ema.safetensors
+        "metrics": metrics,
     }
     with atomic_file(folder.evaluation_file, "w") as f:
         json.dump(report, f, indent=2, allow_nan=False)
@@ -377,6 +422,12 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
 def _finite(value: float) -> float | int | None:
     """JSON has no NaN or infinity: such a value (a diverged generator) is written as null."""
     return value if math.isfinite(value) else None
+
+
+def _step(checkpoint: Path) -> int:
+    """The step of a checkpoint folder: its training.json's, else its step-N name (checkpoints/best has none)."""
+    step = RunFolder.read_state(checkpoint).get("step")
+    return step if isinstance(step, int) else int(STEP_DIR.match(checkpoint.name).group(1))
 
 
 def _directions(checkpoint: Path) -> list[str]:

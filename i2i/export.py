@@ -76,24 +76,27 @@ class ParityError(I2IError):
 
 
 def export_generator(checkpoint: Path | str, fmt: str, out: Path | str, direction: str = "AtoB",
-                     size: int | None = None, dynamic: bool = False, tolerance: float = TOLERANCE) -> ExportReport:
+                     size: int | None = None, dynamic: bool = False, tolerance: float = TOLERANCE, *,
+                     raw: bool = False, which: str | None = None) -> ExportReport:
     """Export the generator CHECKPOINT holds for `direction` to `out` (ONNX or TorchScript), parity-checked.
 
     CHECKPOINT is what `i2i translate` takes: a run, a checkpoint folder or a generator .safetensors file (also
-    one from `i2i convert`). `size` defaults to the run's crop size (256 without a run). Held-out images of the
-    run's data, when they load, join the random and synthetic parity inputs.
+    one from `i2i convert`); its EMA average of the generator when it has one, unless `raw`. `size` defaults to
+    the run's crop size (256 without a run). Held-out images of the run's data, when they load, join the random
+    and synthetic parity inputs. `which` picks a run folder's checkpoint ("latest", "best", "step-N").
     """
-    from i2i.inference import generator_file, load_generator
+    from i2i.inference import generator_file, load_generator, weights_note
 
     fmt = _check_format(fmt)
     if fmt == "onnx":
         _require_onnx()  # before the generator and the held-out images are loaded
-    file = generator_file(checkpoint, direction)
-    generator = load_generator(checkpoint, direction, "cpu")
+    file = generator_file(checkpoint, direction, raw=raw, which=which)
+    generator = load_generator(checkpoint, direction, "cpu", raw=raw, which=which)
     run = _run_folder(file)
     if run is not None:
         direction = _file_direction(file) or direction  # a G_B.safetensors passed as CHECKPOINT translates BtoA
-    notes: list[str] = []
+    weights = weights_note([file], raw)
+    notes: list[str] = [f"exported the {weights}"] if weights else []
     real = _held_out(run, direction, notes) if run is not None else None
     if size is None:
         size = _round_up((_crop_size(run) if run is not None else None) or 256, _size_multiple(generator))
@@ -129,13 +132,14 @@ def _run_folder(file: Path) -> Path | None:
 
 
 def _file_direction(file: Path) -> str | None:
-    """The direction a checkpoint folder's training.json gives the generator `file`, if it names it."""
+    """The direction a checkpoint folder's training.json gives the generator `file` (or its variant, e.g. G_B.ema),
+    if it names it."""
     try:
         generators = RunFolder.read_state(file.parent).get("generators")
     except I2IError:
         return None
     if isinstance(generators, dict):
-        return next((d for d, stem in generators.items() if stem == file.stem), None)
+        return next((d for d, stem in generators.items() if stem == file.stem.partition(".")[0]), None)
     return None
 
 

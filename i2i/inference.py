@@ -30,7 +30,7 @@ from i2i.parts import Generator
 from i2i.registry import default_registry
 from i2i.rundir import CHECKPOINTS_DIR, RunFolder
 
-__all__ = ["TranslateResult", "load_generator", "output_format", "translate"]
+__all__ = ["TranslateResult", "load_generator", "output_format", "translate", "weights_note"]
 
 # Output format by input extension: the name (extension included) stays the input's, the encoding fits it.
 _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -45,6 +45,8 @@ _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 _PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".bin")
 _PENDING_BATCHES = 4  # decoded images waiting for a full batch are capped at this many batches' worth
+#: the checkpoint variant (training.json "variants") used in place of a generator unless the raw weights are asked for
+EMA_VARIANT = "ema"
 
 
 @dataclass
@@ -55,20 +57,23 @@ class TranslateResult:
     index: Path
     written: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    weights: str = ""  # which weights translated, e.g. "EMA weights (G_A.ema)" (see weights_note)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading a generator
 
 
-def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str | torch.device = "cpu") -> Generator:
+def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str | torch.device = "cpu", *,
+                   raw: bool = False, which: str | None = None) -> Generator:
     """The generator translating in `direction`, in eval mode on `device`, from a run, checkpoint or file.
 
     CHECKPOINT is a run folder (its newest complete checkpoint is used), a checkpoint folder `step-NNNNNNNN`,
     or one generator `.safetensors` file (e.g. from `i2i convert`), which translates the one way it was
-    trained for whatever `direction` says.
+    trained for whatever `direction` says. A checkpoint's EMA average of the generator is used when it has one,
+    unless `raw`.
     """
-    file = generator_file(checkpoint, direction)
+    file = generator_file(checkpoint, direction, raw=raw, which=which)
     meta = _part_metadata(file)
     registry = default_registry()
     try:
@@ -84,25 +89,31 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     return net.to(target).eval()
 
 
-def generator_file(checkpoint: Path | str, direction: str = "AtoB") -> Path:
-    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at."""
+def generator_file(checkpoint: Path | str, direction: str = "AtoB", *, raw: bool = False,
+                   which: str | None = None) -> Path:
+    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at: in a checkpoint folder
+    its EMA average (`G_A.ema.safetensors`) when training saved one, else (or with `raw`) the trained weights.
+    In a run folder, `which` picks the checkpoint: "latest" (None), "best" or "step-N"."""
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
                        f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
+    if which not in (None, "latest") and not RunFolder.is_run(path):
+        raise I2IError(f"--checkpoint {which} picks a checkpoint of a run folder, and {path} is not one: pass the"
+                       " run folder, or leave --checkpoint out")
     if path.is_file():
         return path
     if RunFolder.is_run(path):
-        newest = RunFolder(path).checkpoint()
-        return newest if newest.is_file() else _direction_file(newest, direction)
+        newest = RunFolder(path).checkpoint(which)
+        return newest if newest.is_file() else _direction_file(newest, direction, raw)
     if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
-        return _direction_file(path, direction)
+        return _direction_file(path, direction, raw)
     raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
                    f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
 
 
-def _direction_file(folder: Path, direction: str) -> Path:
-    """The generator file a checkpoint folder's training.json names for `direction`."""
+def _direction_file(folder: Path, direction: str, raw: bool = False) -> Path:
+    """The generator file a checkpoint folder's training.json names for `direction` (its EMA variant unless `raw`)."""
     state_file = folder / STATE_FILE
     if not state_file.exists():
         raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
@@ -121,10 +132,22 @@ def _direction_file(folder: Path, direction: str) -> Path:
         why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
         raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
                        f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
-    file = folder / f"{generators[direction]}.safetensors"
+    variants = state.get("variants")
+    averaged = variants.get(EMA_VARIANT) if isinstance(variants, dict) and not raw else None
+    stem = generators[direction]
+    file = folder / f"{averaged.get(stem, stem) if isinstance(averaged, dict) else stem}.safetensors"
     if not file.is_file():
         raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its {STATE_FILE} names")
     return file
+
+
+def weights_note(files: list[Path], raw: bool = False) -> str:
+    """Which weights generator `files` hold, for users: "EMA weights (G_A.ema)" for a run's averages, "raw weights
+    (G_A)" when they were asked for, else ""."""
+    stems = ", ".join(file.stem for file in files)
+    if any(file.stem.partition(".")[2] == EMA_VARIANT for file in files):
+        return f"EMA weights ({stems})"
+    return f"raw weights ({stems})" if raw else ""
 
 
 def _part_metadata(file: Path) -> dict[str, Any]:
@@ -299,13 +322,16 @@ def run_generator(generator: Generator, batch: Tensor) -> Tensor:
 
 def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str, direction: str = "AtoB",
               size: int | None = None, batch_size: int = 1, device: str = "auto",
-              on_progress: Callable[[int, int], None] | None = None) -> TranslateResult:
+              on_progress: Callable[[int, int], None] | None = None, *, raw: bool = False,
+              which: str | None = None) -> TranslateResult:
     """Translate image files and folders of images into `out` with the generator CHECKPOINT holds.
 
     Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
     `size`, images are scaled so the shorter side is `size` (rounded to the generator's size multiple) and
     outputs have that size. Undecodable images are skipped with a warning. `on_progress(done, total)` is
-    called as images finish. An index.html in `out` shows every input beside its output.
+    called as images finish. An index.html in `out` shows every input beside its output. A checkpoint's EMA
+    average of the generator translates when it has one, unless `raw`. `which` picks a run folder's checkpoint
+    ("latest", "best", "step-N").
     """
     if size is not None and size < 1:
         raise I2IError(f"--size {size} must be at least 1")
@@ -314,13 +340,15 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise I2IError(f"--out {out} is a file: pass a folder for the translated images")
-    generator = load_generator(checkpoint, direction, resolve_device(device, "--device"))
+    generator = load_generator(checkpoint, direction, resolve_device(device, "--device"), raw=raw, which=which)
     jobs = _jobs(inputs, out)
     if not jobs:
         raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
     gray = _takes_gray(generator)
     multiple = max(1, generator.size_multiple)
-    result = TranslateResult(out=out, index=out / "index.html")
+    result = TranslateResult(out=out, index=out / "index.html",
+                             weights=weights_note([generator_file(checkpoint, direction, raw=raw, which=which)],
+                                                  raw))
     out.mkdir(parents=True, exist_ok=True)
     done = 0
     pending: dict[tuple[int, int], list[tuple[_Job, Tensor]]] = {}

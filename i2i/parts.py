@@ -8,7 +8,7 @@ The core trains against these classes only; concrete parts live in plugins and r
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -346,6 +346,11 @@ class TrainingContext(Protocol):
     def request_stop(self, reason: str) -> None:
         """End training after this step, with a checkpoint (early stopping); `reason` is shown to the user."""
 
+    def evaluation_weights(self) -> AbstractContextManager[None]:
+        """Context under which a callback evaluates the networks (samples, validation): they are in eval mode
+        and hold the weights every callback's `swap_in_for_evaluation` puts in (e.g. the EMA average); on exit
+        the training weights and modes are back, bit for bit. Use: ``with context.evaluation_weights(): ...``."""
+
 
 class Callback(Part):
     """Acts on the training loop's lifecycle events: logging, samples, checkpoints, EMA, validation, trackers.
@@ -366,6 +371,10 @@ class Callback(Part):
     order: ClassVar[int] = 0
     #: True for callbacks that run when the recipe does not name them (the stock metrics, report, checkpoints...)
     default: ClassVar[bool] = False
+
+    def on_setup(self, context: TrainingContext) -> None:
+        """Once the run is built (data, method, networks, optimizers), before anything is written: raise
+        I2IError here for what needs the dataset or the method to judge (e.g. a metric the data cannot give)."""
 
     def on_train_start(self, context: TrainingContext) -> None:
         """Before the first step (after a checkpoint was loaded on --resume)."""
@@ -396,6 +405,18 @@ class Callback(Part):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+    def checkpoint_networks(self, context: TrainingContext) -> dict[str, dict[str, nn.Module]]:
+        """Extra network files for each checkpoint (e.g. EMA weights), as {variant: {network: module}}: each module
+        is written as `<network>.<variant>.safetensors` with the part metadata of `network` (so `i2i translate`
+        can rebuild it), and training.json lists them under "variants" (e.g. {"ema": {"G_A": "G_A.ema"}})."""
+        return {}
+
+    def swap_in_for_evaluation(self, context: TrainingContext) -> AbstractContextManager[None]:
+        """Weights to evaluate with instead of the training ones (e.g. an EMA average): a context manager that
+        puts them into `context.networks` on entry and restores the training weights exactly on exit. Entered by
+        `context.evaluation_weights()`; the default changes nothing."""
+        return nullcontext()
 
 
 #: every kind of part, by name, in the order `i2i list` shows them; a new kind is one class above and its hook

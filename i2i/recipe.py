@@ -332,8 +332,11 @@ def _resolve_callbacks(given: dict[str, Any], registry: Registry) -> dict[str, A
     for name, table in tables.items():
         options = dict(table)
         enabled = ENABLED.check(options.pop("enabled", True), f"[callback.{name}] enabled")
+        where = f"callback.{name}"
+        # a callback that is off is not asked to judge its options (e.g. whether its tracker library is installed)
         resolved[name] = {"enabled": enabled,
-                          **registry.resolve_options("callback", name, options, f"callback.{name}")}
+                          **(registry.resolve_options("callback", name, options, where) if enabled
+                             else OptionSet(registry.info("callback", name).options).resolve(options, where))}
     return resolved
 
 

@@ -17,10 +17,11 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from i2i.atomic import atomic_file
-from i2i.rundir import LOSSES_PLOT, RECIPE_FILE, RunFolder
+from i2i.rundir import LOSSES_PLOT, RECIPE_FILE, VALIDATION_PLOT, RunFolder
 
 PAD = 2  # pixels of white between and around the cells of a sample grid
 _EMA_MIN_POINTS = 20  # below this a smoothed line only hides the few points there are
+_NOT_PLOTTED = ("images", "kid_std")  # validation entries that are counts or spreads, not scores
 
 
 # ---------------------------------------------------------------------------- samples
@@ -124,19 +125,63 @@ def plot_losses(records: list[dict], path: Path) -> None:
         ax.text(0.5, 0.5, "no losses logged yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
     for k, (name, (xs, ys)) in enumerate(series.items()):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax = _panel(fig, nrows, ncols, k, name)
         smooth = len(ys) >= _EMA_MIN_POINTS
         ax.plot(xs, ys, color="C0", alpha=0.3 if smooth else 1.0, linewidth=1, marker=None if len(ys) > 1 else "o")
         if smooth:
             ax.plot(xs, _ema(ys), color="C0", linewidth=1.8)
         if not ys:
             ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(name, fontsize=11)
-        ax.set_xlabel("step", fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.grid(True, alpha=0.3)
     with atomic_file(Path(path)) as f:
         fig.savefig(f, format="png")
+
+
+def _panel(fig: Figure, nrows: int, ncols: int, k: int, title: str):
+    """Subplot `k` of a panel_figure, titled, with a step axis and a light grid."""
+    ax = fig.add_subplot(nrows, ncols, k + 1)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("step", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+def _validation_series(records: list[dict]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """Validation metric -> direction -> (steps, values), from the records' "validation" entries (each with its
+    own step), in order of first appearance."""
+    series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for record in records:
+        found = record.get("validation")
+        step = _number(found.get("step")) if isinstance(found, dict) else None
+        if step is None:
+            continue
+        for direction, metrics in found.items():
+            for name, value in metrics.items() if isinstance(metrics, dict) else ():
+                if name in _NOT_PLOTTED:
+                    continue
+                xs, ys = series.setdefault(str(name), {}).setdefault(str(direction), ([], []))
+                if (y := _number(value)) is not None:
+                    xs.append(step)
+                    ys.append(y)
+    return series
+
+
+def plot_validation(records: list[dict], path: Path) -> bool:
+    """Plot one subplot per validation metric against step, a line per direction, as a PNG; False (and nothing
+    written) when no record holds validation results."""
+    series = _validation_series(records)
+    if not series:
+        return False
+    fig, nrows, ncols = panel_figure(len(series))
+    for k, (name, directions) in enumerate(series.items()):
+        ax = _panel(fig, nrows, ncols, k, name)
+        for i, (direction, (xs, ys)) in enumerate(directions.items()):
+            ax.plot(xs, ys, color=f"C{i}", linewidth=1.5, marker="o" if len(ys) < _EMA_MIN_POINTS else None,
+                    markersize=3, label=direction)
+        ax.legend(fontsize=8)
+    with atomic_file(Path(path)) as f:
+        fig.savefig(f, format="png")
+    return True
 
 
 # ---------------------------------------------------------------------------- report
@@ -282,6 +327,10 @@ def write_report(run_dir: Path) -> Path:
         plot_losses(records, run.losses_plot)
         parts += ["<h2>Losses</h2>",
                   f'<div class="card"><img class="plot" src="{LOSSES_PLOT}" alt="loss curves"></div>']
+        if plot_validation(records, run.validation_plot):
+            parts += ["<h2>Validation</h2>", "<p>The held-out metrics of the weights at each validated step"
+                      " (callback.validation), as <code>i2i evaluate</code> measures them.</p>",
+                      f'<div class="card"><img class="plot" src="{VALIDATION_PLOT}" alt="validation metrics"></div>']
     else:
         parts.append('<p class="empty">Nothing has been logged yet.</p>')
 

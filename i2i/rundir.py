@@ -2,7 +2,7 @@
 
     RUN/recipe.toml             the resolved recipe
     RUN/metrics.jsonl           one JSON object per logged step
-    RUN/report.html, losses.png what a person opens
+    RUN/report.html, losses.png what a person opens (and validation.png, when the run validated)
     RUN/metrics.json            `i2i evaluate`'s results
     RUN/samples/step-N.png      sample grids (with a .json sidecar naming the columns)
     RUN/checkpoints/step-N      checkpoints, and checkpoints/best
@@ -27,12 +27,13 @@ if TYPE_CHECKING:
     from i2i.registry import Registry
 
 __all__ = ["BEST", "CHECKPOINTS_DIR", "EVALUATION_FILE", "LOSSES_PLOT", "METRICS_FILE", "RECIPE_FILE",
-           "REPORT_FILE", "SAMPLES_DIR", "RunFolder"]
+           "REPORT_FILE", "SAMPLES_DIR", "VALIDATION_PLOT", "RunFolder"]
 
 RECIPE_FILE = "recipe.toml"
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.html"
 LOSSES_PLOT = "losses.png"
+VALIDATION_PLOT = "validation.png"
 EVALUATION_FILE = "metrics.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
@@ -70,6 +71,11 @@ class RunFolder:
     def losses_plot(self) -> Path:
         """The loss curves the report shows."""
         return self.path / LOSSES_PLOT
+
+    @property
+    def validation_plot(self) -> Path:
+        """The validation metrics against step that the report shows."""
+        return self.path / VALIDATION_PLOT
 
     @property
     def evaluation_file(self) -> Path:
@@ -231,9 +237,11 @@ class RunFolder:
         """Drop the metrics and samples an interrupted run wrote after `step`, the checkpoint it resumes from."""
         if self.metrics_file.exists():
             kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-            # atomic: a crash mid-rewrite must not lose the records before `step` too
-            with atomic_file(self.metrics_file, "w") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in kept))
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            if self.metrics_file.read_text(encoding="utf-8", errors="replace") != text:  # else nothing to drop
+                # atomic: a crash mid-rewrite must not lose the records before `step` too
+                with atomic_file(self.metrics_file, "w") as f:
+                    f.write(text)
         for sample_step, png in self.samples():
             if sample_step > step:
                 png.with_suffix(".json").unlink(missing_ok=True)

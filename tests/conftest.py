@@ -103,3 +103,21 @@ def assert_same_final_state(a: Path, b: Path, step: int) -> None:
     strip = lambda run: [{k: v for k, v in json.loads(line).items() if k != "elapsed"}  # noqa: E731
                          for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert strip(a) == strip(b)
+
+
+def kill_9_at(run: Path, step: int, last: int, args: list[str], env: dict | None = None) -> None:
+    """Start `python -m i2i run ARGS... --out RUN`, and kill -9 it as soon as checkpoint `step` appears (asserting it
+    had not reached step `last`, the end)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "i2i", "run", *map(str, args), "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / f"step-{step:08d}").exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoints" / f"step-{last:08d}").exists(), "the run finished before it was killed"

@@ -21,6 +21,11 @@ class Events:
         """(name, callback) pairs in calling order."""
         return self.callbacks.items()
 
+    def setup(self, context: TrainingContext) -> None:
+        """The run is built; nothing is written yet."""
+        for callback in self.callbacks.values():
+            callback.on_setup(context)
+
     def train_start(self, context: TrainingContext) -> None:
         """Before the first step."""
         for callback in self.callbacks.values():

@@ -33,16 +33,30 @@ class Snapshots:
         """The method's networks by file name."""
         return self.method.networks()
 
-    def save(self, pieces: dict[str, Any], loop: LoopState, processes: int) -> Path:
-        """Write the networks and every piece's state as checkpoints/step-NNNNNNNN; returns the folder."""
+    def save(self, pieces: dict[str, Any], loop: LoopState, processes: int,
+             variants: dict[str, dict[str, nn.Module]] | None = None) -> Path:
+        """Write the networks (and their `variants`, e.g. {"ema": {"G_A": module}}) and every piece's state as
+        checkpoints/step-NNNNNNNN; returns the folder."""
         tensors, trees = {}, {}
         for name, piece in pieces.items():
             flat, trees[name] = flatten_state(name, piece.state_dict())
             tensors.update(flat)
+        networks, metadata = dict(self.networks), self._metadata()
+        listed: dict[str, dict[str, str]] = {}
+        for variant, modules in (variants or {}).items():
+            for network, module in modules.items():
+                if network not in networks:
+                    raise I2IError(f"a callback gave a {variant!r} variant of network {network!r}, which the method"
+                                   f" does not have ({', '.join(networks)})")
+                stem = f"{network}.{variant}"
+                networks[stem] = module
+                if network in metadata:
+                    metadata[stem] = metadata[network]
+                listed.setdefault(variant, {})[network] = stem
         state = {"step": loop.step, "epoch": loop.epoch, "position": loop.position, "processes": processes,
-                 "recipe": self.recipe.tables, "generators": self.generator_files(), "state": trees}
-        return save_checkpoint(self.folder.checkpoints_dir, loop.step, self.networks, self._metadata(), tensors,
-                               state)
+                 "recipe": self.recipe.tables, "generators": self.generator_files(), "variants": listed,
+                 "state": trees}
+        return save_checkpoint(self.folder.checkpoints_dir, loop.step, networks, metadata, tensors, state)
 
     def load(self, folder: Path, pieces: dict[str, Any]) -> None:
         """Restore the networks and every piece from a checkpoint folder (all read and checked before any is set)."""

@@ -11,9 +11,9 @@ import math
 import signal
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from i2i.checkpoint import RandomState, step_name
 from i2i.distributed import Distributed
@@ -72,6 +72,7 @@ class Trainer:
         self._ctrl_c = False
         self._stop_reason: str | None = None
         self._checkpoint_requested = False
+        self.events.setup(self)  # callbacks check what needs the built run, before anything is written
 
     # -- what callbacks see (i2i.parts.TrainingContext) -------------------------------------------------------
     @property
@@ -127,6 +128,21 @@ class Trainer:
     def request_stop(self, reason: str) -> None:
         """End training after this step, with a checkpoint; call it alike on every process."""
         self._stop_reason = reason
+
+    @contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """The networks in eval mode, holding the weights callbacks swap in to evaluate (e.g. EMA), until exit."""
+        modes = {net: net.training for net in self.networks.values()}
+        with ExitStack() as swaps:
+            for _, callback in self.events.items():
+                swaps.enter_context(callback.swap_in_for_evaluation(self))
+            for net in modes:
+                net.eval()
+            try:
+                yield
+            finally:
+                for net, training in modes.items():
+                    net.train(training)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -265,7 +281,11 @@ class Trainer:
         self._checkpoint_requested = False
         if not self.is_main:
             return self.folder.checkpoints_dir / step_name(self.state.step)
-        folder = self.snapshots.save(self.stateful(), self.state, self.distributed.world_size)
+        variants: dict[str, dict[str, Any]] = {}
+        for _, callback in self.events.items():
+            for variant, modules in callback.checkpoint_networks(self).items():
+                variants.setdefault(variant, {}).update(modules)
+        folder = self.snapshots.save(self.stateful(), self.state, self.distributed.world_size, variants)
         self.events.checkpoint_save(self, folder)
         return folder
 

@@ -30,8 +30,9 @@ class FiniteLosses(Callback):
             else:
                 new = new & (first < 0)
                 self.first_bad[name] = (torch.where(new, context.step, first), torch.where(new, value.float(), seen))
-        if (context.due(context.recipe["train"]["log_every"]) or context.checkpoint_pending
-                or context.stopping):
+        train = context.recipe["train"]
+        # the same decision on every process (the check gathers over them): log points, periodic checkpoints, Ctrl-C
+        if context.due(train["log_every"]) or context.due(train["checkpoint_every"]) or context.stopping:
             self.check(context)
 
     def check(self, context: TrainingContext) -> None:

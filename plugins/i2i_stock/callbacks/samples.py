@@ -32,11 +32,6 @@ class Samples(Callback):
         """Save the method's visuals of the samples as samples/step-NNNNNNNN.png."""
         if self.items is None:
             return
-        for net in context.networks.values():
-            net.eval()
-        try:
+        with context.evaluation_weights():  # eval mode, with the weights callbacks evaluate with (e.g. EMA)
             visuals = context.method.visuals(context.to_device(self.items))
-        finally:
-            for net in context.networks.values():
-                net.train()
         report.save_samples({k: v.float().cpu() for k, v in visuals.items()}, context.folder.sample_file(context.step))
