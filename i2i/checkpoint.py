@@ -70,7 +70,7 @@ def state_digest(state: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _remove_leftovers(checkpoints: Path) -> None:
+def remove_leftovers(checkpoints: Path) -> None:
     """Delete temp folders of saves and prunes that a crash or kill -9 interrupted (never a live process's)."""
     for entry in checkpoints.iterdir():
         match = _TEMP_DIR.match(entry.name)
@@ -101,7 +101,7 @@ def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module]
     """Write networks (one .safetensors each), extra training tensors and a JSON state with the SHA-256 of
     every file; atomically. A failed write (e.g. a full disk) removes its partial files and raises I2IError."""
     checkpoints.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(checkpoints)
+    remove_leftovers(checkpoints)
     final = checkpoints / step_name(step)
     tmp = checkpoints / f".{step_name(step)}.tmp-{os.getpid()}"
     files: list[tuple[str, nn.Module | dict[str, torch.Tensor], dict[str, str] | None]] = [
@@ -143,7 +143,7 @@ def copy_checkpoint(source: Path, target: Path) -> Path:
     temporary folder beside it, fsynced, then renamed over it, so a crash leaves the previous `target` whole."""
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(parent)
+    remove_leftovers(parent)
     tmp = parent / f".{target.name}.tmp-{os.getpid()}"
     try:
         tmp.mkdir()
@@ -160,7 +160,7 @@ def copy_checkpoint(source: Path, target: Path) -> Path:
         kept = f"the previous {target.name} is intact" if target.exists() else f"there is no {target.name} yet"
         raise I2IError(f"could not copy checkpoint {source} to {target}: {exc.strerror or exc}; {kept}") from None
     # A folder cannot be renamed over a non-empty one: the old one steps aside first, and a crash between the two
-    # renames is undone by _remove_leftovers (it renames .NAME.replaced back when NAME is missing).
+    # renames is undone by remove_leftovers (it renames .NAME.replaced back when NAME is missing).
     aside = parent / f".{target.name}.replaced"
     if target.exists():
         os.rename(target, aside)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2i.atomic import atomic_file
-from i2i.checkpoint import STATE_FILE, list_checkpoints, read_state_json, step_name
+from i2i.checkpoint import STATE_FILE, list_checkpoints, read_state_json, remove_leftovers, step_name
 from i2i.errors import I2IError
 
 if TYPE_CHECKING:
@@ -234,7 +234,10 @@ class RunFolder:
             f.write(json.dumps(record) + "\n")  # closing flushes it: a crash loses no logged step
 
     def forget_after(self, step: int) -> None:
-        """Drop the metrics and samples an interrupted run wrote after `step`, the checkpoint it resumes from."""
+        """Drop what an interrupted run wrote after `step`, the checkpoint it resumes from: metrics, samples, and the
+        temporary folders of checkpoint saves and prunes a kill cut short (even when no save follows)."""
+        if self.checkpoints_dir.is_dir():
+            remove_leftovers(self.checkpoints_dir)
         if self.metrics_file.exists():
             kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
             text = "".join(json.dumps(r) + "\n" for r in kept)

@@ -102,3 +102,13 @@ def test_resume_without_a_checkpoint_starts_afresh_and_a_finished_run_stays(cli,
     after = checkpoint_tensors(run / "checkpoints" / "step-00000004")
     assert all(before[k].equal(after[k]) for k in before)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resuming_a_finished_run_removes_what_a_kill_mid_prune_left(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("run", QUICK, *TINY, "--out", run).code == 0
+    # a kill -9 after a prune renamed step 2 aside but before it was deleted, during the final save
+    os.rename(run / "checkpoints" / "step-00000002", run / "checkpoints" / ".step-00000002.deleting")
+    result = cli("run", QUICK, *TINY, "--out", run, "--resume")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004"]
