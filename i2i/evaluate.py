@@ -48,6 +48,9 @@ PSNR_CAP = 100.0
 #: torchvision's ImageNet Inception v3 (Inception_V3_Weights.IMAGENET1K_V1), the weights --inception-weights takes
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_URL = f"https://download.pytorch.org/models/{INCEPTION_FILE}"
+#: torchmetrics' metrics sync over the process group when one is running (torchrun); ours measure the images the
+#: calling process saw (validation runs on rank 0 alone), so they never wait for the other processes
+LOCAL = {"sync_on_compute": False}
 KID_SUBSET_SIZE = 1000  # torch-fidelity's and torchmetrics' default; fewer images use them all
 DIRECTIONS = {"AtoB": ("A", "B"), "BtoA": ("B", "A")}  # direction: (source domain, target domain)
 #: every score `measure` gives, and whether lower is better (for keeping the best checkpoint); images and kid_std
@@ -84,8 +87,8 @@ class PairedScores:
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         # Per-image values (reduction none), so that one exactly reproduced image is capped, not infinite.
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="none", dim=(1, 2, 3)).to(device)
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none").to(device)
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="none", dim=(1, 2, 3), **LOCAL).to(device)
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none", **LOCAL).to(device)
         self.l1: list[Tensor] = []
 
     def update(self, output: Tensor, target: Tensor) -> None:
@@ -165,7 +168,7 @@ class DistributionScores:
         self.device = torch.device(device)
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         self.num_features = _feature_size(feature, self.device)
-        self.fid = _FrechetDistance(feature=_Given(self.num_features), normalize=True).to(self.device)
+        self.fid = _FrechetDistance(feature=_Given(self.num_features), normalize=True, **LOCAL).to(self.device)
         self.real: list[Tensor] = []
         self.fake: list[Tensor] = []
 
@@ -187,7 +190,7 @@ class DistributionScores:
         with warnings.catch_warnings():  # it keeps every feature in memory, which is what we want here
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             kid = KernelInceptionDistance(feature=_Given(self.num_features), subsets=self.kid_subsets,
-                                          subset_size=subset, normalize=True).to(self.device)
+                                          subset_size=subset, normalize=True, **LOCAL).to(self.device)
         # float64 as the reference implementations (numpy): the cubic kernel overflows float32 on large features
         kid.update(torch.cat(self.real).to(self.device, torch.float64), real=True)
         kid.update(torch.cat(self.fake).to(self.device, torch.float64), real=False)

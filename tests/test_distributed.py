@@ -152,3 +152,20 @@ def test_a_single_process_checkpoint_resumes_under_torchrun(tmp_path):
              for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 3, 4, 6]
     assert (out / "checkpoints" / "step-00000006").is_dir()
+
+
+def test_callbacks_that_act_on_rank_0_alone_do_not_hang_the_others(tmp_path):
+    # validation measures on rank 0 only and asks for a checkpoint there when AtoB.l1 improves; the finite-loss
+    # check gathers over both processes, so it must decide from what both share, or the ranks would wait forever
+    run_dir = tmp_path / "run"
+    proc = ok(run(torchrun("-m", "i2i", "run", RECIPES / "pix2pix.toml", "--set", "data.name=synthetic",
+                           "--set", "data.paired=true", "--set", "data.count=8", "--set", "data.load_size=36",
+                           "--set", "data.crop_size=32", "--set", "data.workers=0", "--set", "generator.downs=5",
+                           "--set", "generator.channels=4", "--set", "discriminator.channels=4",
+                           "--set", "train.max_steps=6", "--set", "train.log_every=3",
+                           "--set", "train.checkpoint_every=0", "--set", "callback.validation.every=2",
+                           "--set", "callback.validation.keep_best=AtoB.l1", "--set", "callback.ema.decay=0.9",
+                           "--set", "run.device=cpu", "--out", run_dir), timeout=180))
+    assert "error" not in proc.stderr.lower(), proc.stderr
+    assert (run_dir / "checkpoints" / "best" / "G.ema.safetensors").is_file()
+    assert (run_dir / "checkpoints" / "step-00000006").is_dir()
