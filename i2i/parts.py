@@ -260,6 +260,16 @@ class Method(Part):
         """The generator that translates in `direction` ("AtoB" or "BtoA"); KeyError for one it cannot."""
         raise NotImplementedError
 
+    def generators(self) -> dict[str, Generator]:
+        """The generator of each direction the method translates, e.g. {"AtoB": G_A, "BtoA": G_B}."""
+        found = {}
+        for direction in ("AtoB", "BtoA"):
+            try:
+                found[direction] = self.generator_for(direction)
+            except (KeyError, NotImplementedError):  # a one-sided method translates one way only
+                continue
+        return found
+
 
 class Optimizer(Part):
     """Builds the torch optimizer of one parameter group (e.g. the generators' "G") from declared options.

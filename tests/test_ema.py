@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import RECIPES, TINY, assert_same_final_state, error_line, kill_9_at, run_module
+from i2i.parts import Method
 
 QUICK = RECIPES / "quickstart.toml"
 STEPS = ["--set", "train.max_steps=4", "--set", "train.log_every=1", "--set", "train.checkpoint_every=1",
@@ -39,13 +40,13 @@ class Toy(nn.Module):
 def toy_context(net: nn.Module) -> SimpleNamespace:
     other = nn.Linear(2, 2)  # a discriminator: not averaged
 
-    def generator_for(direction: str) -> nn.Module:
-        if direction != "AtoB":
-            raise KeyError(direction)  # one-sided
-        return net
+    class OneSided(Method):  # the Method interface's generator lookup, one generator
+        def generator_for(self, direction: str) -> nn.Module:
+            if direction != "AtoB":
+                raise KeyError(direction)
+            return net
 
-    return SimpleNamespace(networks={"G": net, "D": other}, method=SimpleNamespace(generator_for=generator_for),
-                           recipe={"method": {"name": "toy"}})
+    return SimpleNamespace(networks={"G": net, "D": other}, method=OneSided(), recipe={"method": {"name": "toy"}})
 
 
 def test_the_update_is_the_hand_computed_average_from_start_step_every_n_steps():

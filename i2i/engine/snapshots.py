@@ -132,13 +132,8 @@ class Snapshots:
     def generator_files(self) -> dict[str, str]:
         """Which network file translates in each direction, e.g. {"AtoB": "G_A", "BtoA": "G_B"}."""
         names = {id(net): name for name, net in self.networks.items()}
-        found = {}
-        for direction in ("AtoB", "BtoA"):
-            try:
-                found[direction] = names[id(self.method.generator_for(direction))]
-            except (KeyError, NotImplementedError):  # a one-sided method translates one way only
-                continue
-        return found
+        return {direction: names[id(net)] for direction, net in self.method.generators().items()
+                if id(net) in names}
 
 
 

@@ -67,11 +67,10 @@ class EMA(Callback):
         if self.average:
             return
         names = {id(net): name for name, net in context.networks.items()}
-        for direction in ("AtoB", "BtoA"):
-            try:
-                name = names[id(context.method.generator_for(direction))]
-            except (KeyError, NotImplementedError):  # a one-sided method has one generator
+        for generator in context.method.generators().values():
+            if id(generator) not in names:
                 continue
+            name = names[id(generator)]
             # state-dict keys of the network itself, so the average loads into a fresh network even when the
             # trained one is compiled or channels_last (clone keeps the memory format, so updates stay elementwise)
             params = {key: value.detach() for key, value in context.networks[name].state_dict(keep_vars=True).items()

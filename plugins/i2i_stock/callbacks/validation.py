@@ -69,7 +69,7 @@ class Validation(Callback):
 
     def on_setup(self, context: TrainingContext) -> None:
         """Refuse, before anything is written, a split the data lacks or a keep_best metric it cannot give."""
-        directions, dataset = list(self._generators(context)), context.dataset
+        directions, dataset = list(context.method.generators()), context.dataset
         features = bool(self.inception_weights)
         if not dataset.has_split(self.split):
             raise I2IError(f"[callback.validation] split = {self.split!r}: dataset {dataset.name!r} has no such split;"
@@ -129,7 +129,7 @@ class Validation(Callback):
     # -- measuring ---------------------------------------------------------------------------------------------
     def measure(self, context: TrainingContext) -> dict[str, dict[str, float | None]]:
         """`i2i evaluate`'s metrics of the weights the run's outputs use; every network's mode and RNG as they were."""
-        generators = self._generators(context)
+        generators = context.method.generators()
         device = context.device
         cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
         # the weights the run's outputs use (e.g. the EMA average), in eval mode; forked RNG: the torch streams (a
@@ -137,14 +137,3 @@ class Validation(Callback):
         with context.evaluation_weights(), torch.random.fork_rng(devices=cuda), torch.no_grad():
             return measure_held_out(generators, context.dataset, self.split, self.batch_size, context.device,
                                     self.feature, images=self.images)
-
-    @staticmethod
-    def _generators(context: TrainingContext) -> dict[str, torch.nn.Module]:
-        """The method's generator of each direction it translates."""
-        found = {}
-        for direction in DIRECTIONS:
-            try:
-                found[direction] = context.method.generator_for(direction)
-            except (KeyError, NotImplementedError):  # a one-sided method translates one way only
-                continue
-        return found
