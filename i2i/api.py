@@ -9,9 +9,12 @@ Part interfaces (subclass one, set ``name`` and ``options``; the docstring's fir
 - ``Generator``: maps images (N, C, H, W) in [-1, 1] to translated images of the same size.
 - ``Discriminator``: scores images; raw scores with the batch dimension first, optional ``features``.
 - ``Loss``: the base of the two loss roles below.
-- ``AdversarialLoss``: ``loss(prediction, target_is_real)``, plus an optional ``penalty``.
+- ``AdversarialLoss``: ``loss(prediction, target_is_real)`` for D, ``generator_loss(prediction)`` for G, and
+  ``penalty`` (R1 via ``r1_weight``, which every adversarial loss takes).
 - ``ReconstructionLoss``: ``loss(output, target)``, e.g. the cycle and identity terms.
 - ``Buffer``: a history of generated images the discriminator sees (an image pool); state in ``state_dict``.
+- ``Augment``: differentiable augmentation of what a discriminator scores (DiffAugment, ADA): ``draw``, ``apply``,
+  ``observe``; state in ``state_dict``.
 - ``Dataset``: a source of training images; ``load(split, augment)`` gives items {"A", "B", "A_path", "B_path"}.
 - ``Method``: one training step computed from parts (the cycle step, pix2pix, CUT).
 - ``Optimizer``: builds the torch optimizer of one parameter group from declared options.
@@ -49,6 +52,10 @@ Network building blocks (what the stock networks are built from):
 - ``INIT_OPTIONS``, ``INITS``: the ``init`` and ``init_gain`` options, and the init names.
 - ``init_weights(net, kind, gain)``: initialize conv/linear and batch-norm weights as the CycleGAN reference.
 - ``stage_width(channels, stage)``, ``MAX_WIDTH_MULT``: widths doubling per stage, capped at 8x.
+- ``SPECTRAL_NORM_OPTION``, ``spectral_normalize(net)``: the ``spectral_norm`` option of the stock discriminators,
+  and spectral normalization of every conv/linear weight of a net (after its init).
+- ``ANTIALIAS_OPTION``, ``BlurDownsample(channels)``, ``BlurUpsample(channels)``: the ``antialias`` option and
+  the fixed-blur down/upsampling by 2 it builds with (Zhang 2019).
 
 Image files (the core's one reader, for datasets of your own):
 
@@ -69,18 +76,20 @@ from i2i.errors import I2IError
 from i2i.hookspecs import hookimpl
 from i2i.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_images, read_image, transform_image,
                         transform_images)
-from i2i.layers import (BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS, SyncBatchNorm2d,
-                        batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
+from i2i.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS,
+                        SPECTRAL_NORM_OPTION, BlurDownsample, BlurUpsample, SyncBatchNorm2d, batch_independent,
+                        conv_bias, init_weights, norm_layer, norm_option, spectral_normalize, stage_width)
 from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Buffer, Callback, Dataset, Discriminator, Generator, Loss, LossSlot, Method,
-                       Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper, TrainingContext)
+from i2i.parts import (AdversarialLoss, Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, LossSlot,
+                       Method, Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper,
+                       TrainingContext)
 from i2i.registry import create
 from i2i.rundir import RunFolder
 
 __all__ = [
     # part interfaces
-    "Generator", "Discriminator", "Loss", "AdversarialLoss", "ReconstructionLoss", "Buffer", "Dataset", "Method",
-    "Optimizer", "Schedule", "Callback",
+    "Generator", "Discriminator", "Loss", "AdversarialLoss", "ReconstructionLoss", "Buffer", "Augment", "Dataset",
+    "Method", "Optimizer", "Schedule", "Callback",
     # what methods, schedules and callbacks are given
     "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext",
     # declaring and registering
@@ -90,6 +99,7 @@ __all__ = [
     # network building blocks
     "NORM_OPTION", "norm_option", "NORMS", "BATCH_NORMS", "norm_layer", "SyncBatchNorm2d", "batch_independent",
     "conv_bias", "INIT_OPTIONS", "INITS", "init_weights", "stage_width", "MAX_WIDTH_MULT",
+    "SPECTRAL_NORM_OPTION", "spectral_normalize", "ANTIALIAS_OPTION", "BlurDownsample", "BlurUpsample",
     # image files
     "read_image", "list_images", "IMAGE_EXTENSIONS", "image_opens", "ImageFiles", "transform_image",
     "transform_images",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from i2i.parts import Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
+from i2i.parts import Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
 
 if TYPE_CHECKING:
     import click
@@ -60,9 +60,14 @@ def i2i_losses() -> list[type[Loss]]:
     """Return loss classes, each a subclass of :class:`i2i.parts.AdversarialLoss` or
     :class:`i2i.parts.ReconstructionLoss`.
 
-    Adversarial losses are called as ``loss(prediction, target_is_real)`` for both the discriminator's and the
-    generator's objective; reconstruction losses as ``loss(output, target)``. A recipe's ``[loss.<slot>]``
-    table names the loss and its ``weight``; the weight is applied by the method, not the loss.
+    Adversarial losses are called as ``loss(prediction, target_is_real)`` for the discriminator's objective and
+    as ``loss.generator_loss(prediction)`` for the generator's (by default ``loss(prediction, True)``; override it
+    where they differ, as the hinge loss does). ``penalty(discriminator, real, fake)`` adds terms to the
+    discriminator's loss: the base class gives R1 (options ``r1_weight``, ``r1_every``, which every adversarial
+    loss declares; list ``*AdversarialLoss.options`` among your own). The class attribute ``threshold`` is the raw
+    score at which D is undecided (adaptive augmentation reads it). Reconstruction losses are called as
+    ``loss(output, target)``. A recipe's ``[loss.<slot>]`` table names the loss and its ``weight``; the weight is
+    applied by the method, not the loss. A loss's torch buffers are saved in checkpoints.
     """
 
 
@@ -76,11 +81,28 @@ def i2i_buffers() -> list[type[Buffer]]:
 
 
 @hookspec
+def i2i_augments() -> list[type[Augment]]:
+    """Return augment classes (subclasses of :class:`i2i.parts.Augment`), chosen by a recipe's ``[augment]``.
+
+    An augment transforms every image batch a discriminator scores, real and fake, in D's update and in G's,
+    differentiably (gradients reach the generator through it). ``draw(images)`` returns random parameters, one
+    draw per sample, from torch's global RNG; ``apply(images, params)`` applies them; ``augment(images)`` does
+    both and ``pair(a, b)`` applies one draw to two batches. Images may stack RGB images on the channel axis
+    (pix2pix's discriminator sees 6 channels). ``observe(real_scores, threshold)`` receives D's raw scores on the
+    augmented reals of each update and the loss's ``threshold`` (adaptive augmentation tunes itself from them);
+    ``state_dict`` / ``load_state_dict`` go into every checkpoint and ``log_values()`` into every log record.
+    ``active = False`` marks the identity (``none``, a recipe's default), which methods skip entirely.
+    """
+
+
+@hookspec
 def i2i_methods() -> list[type[Method]]:
     """Return method classes (subclasses of :class:`i2i.parts.Method`).
 
     A method builds its networks from the recipe through the factory it is given, says which parameters each
-    optimizer owns, and computes one training step. It declares its loss slots in ``losses``.
+    optimizer owns, and computes one training step. It declares its loss slots in ``losses`` and the component
+    tables it builds from in ``parts`` (with ``"augment"`` there, ``parts.augment()`` gives the recipe's augment
+    and ``augments()`` returns the active ones, for checkpoints and the log).
     """
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import init
 
@@ -19,8 +20,9 @@ from i2i.distributed import all_reduce_sum
 from i2i.errors import I2IError
 from i2i.options import Option
 
-__all__ = ["BATCH_NORMS", "INITS", "INIT_OPTIONS", "MAX_WIDTH_MULT", "NORMS", "NORM_OPTION", "SyncBatchNorm2d",
-           "batch_independent", "conv_bias", "init_weights", "norm_layer", "norm_option", "stage_width"]
+__all__ = ["ANTIALIAS_OPTION", "BATCH_NORMS", "BlurDownsample", "BlurUpsample", "INITS", "INIT_OPTIONS",
+           "MAX_WIDTH_MULT", "NORMS", "NORM_OPTION", "SPECTRAL_NORM_OPTION", "SyncBatchNorm2d", "batch_independent",
+           "conv_bias", "init_weights", "norm_layer", "norm_option", "spectral_normalize", "stage_width"]
 
 NORMS = ("instance", "batch", "syncbatch", "none")
 BATCH_NORMS = ("batch", "syncbatch")
@@ -128,3 +130,62 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> No
             init.zeros_(module.bias)
 
     net.apply(apply)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GAN stabilizers: spectral normalization and anti-aliased sampling
+
+SPECTRAL_NORM_OPTION = Option(
+    "spectral_norm", bool, False, "spectral normalization of every conv weight (Miyato et al. 2018): each layer's"
+    " largest singular value held at 1; usually paired with norm = \"none\"")
+ANTIALIAS_OPTION = Option(
+    "antialias", bool, False, "anti-aliased sampling (Zhang 2019, CUT's default): stride-1 convs with a fixed blur"
+    " before each downsampling and after each upsampling; off keeps the reference layout and its weights' keys")
+
+
+def spectral_normalize(net: nn.Module) -> nn.Module:
+    """Spectral normalization of every conv and linear weight of `net`, in place (after its init)."""
+    for module in list(net.modules()):
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(module)
+    return net
+
+
+def _blur_kernel(channels: int, scale: float) -> Tensor:
+    """The binomial [1, 2, 1] x [1, 2, 1] / 16 filter (times `scale`), one per channel."""
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    kernel = torch.outer(taps, taps) / 16.0 * scale
+    return kernel.expand(channels, 1, 3, 3).clone()
+
+
+class BlurDownsample(nn.Module):
+    """Anti-aliased downsampling by 2 (Zhang 2019): a fixed binomial blur, then every other pixel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        # not persistent: the fixed filter adds no keys to the state dict
+        self.register_buffer("kernel", _blur_kernel(channels, 1.0), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, ceil(H / 2), ceil(W / 2)), reflect-padded."""
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), self.kernel.to(x.dtype), stride=2,
+                        groups=self.channels)
+
+
+class BlurUpsample(nn.Module):
+    """Anti-aliased upsampling by 2: zeros between the pixels, then the binomial blur (so bilinear-like)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        # times 4: the inserted zeros take 3 of every 4 output pixels' share of the input
+        self.register_buffer("kernel", _blur_kernel(channels, 4.0), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, 2H, 2W): the input pixels kept, the new ones averaged from their neighbours."""
+        h, w = x.shape[-2:]
+        padded = F.pad(x, [1, 1, 1, 1], mode="replicate")  # so the last row and column average with themselves
+        up = F.conv_transpose2d(padded, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+        # input pixel i of `padded` lands at 2i + 1: x's pixel 0 (padded's 1) at 3
+        return up[..., 3:3 + 2 * h, 3:3 + 2 * w]

@@ -1,5 +1,5 @@
-"""The interfaces every part implements: Generator, Discriminator, Loss, Buffer, Dataset, Method, and the
-training loop's plugins: Optimizer, Schedule and Callback.
+"""The interfaces every part implements: Generator, Discriminator, Loss, Buffer, Augment, Dataset, Method, and
+the training loop's plugins: Optimizer, Schedule and Callback.
 
 The core trains against these classes only; concrete parts live in plugins and reach the core through the
 `i2i` entry-point group (see hookspecs.py). Each part class declares a `name` (used in recipes), its
@@ -111,17 +111,87 @@ class Loss(Part, nn.Module):
     hook = "i2i_losses"
 
 
+#: R1 (Mescheder et al. 2018), options of every adversarial loss; a subclass with options of its own lists these
+#: among them (``options = (*AdversarialLoss.options, ...)``) and passes them to ``super().__init__``
+R1_OPTIONS = (
+    Option("r1_weight", float, 0.0, "R1 penalty gamma: gamma/2 * mean ||grad D(real)||^2 added to D's loss, at the"
+           " images D sees (augmented, when an augment is set); 0 disables it", min=0.0),
+    Option("r1_every", int, 1, "compute R1 every k-th discriminator update only, times k (lazy regularization,"
+           " StyleGAN2)", min=1),
+)
+
+
 class AdversarialLoss(Loss):
-    """Scores discriminator predictions against the real or the fake target (for D and for G)."""
+    """Scores discriminator predictions against the real or the fake target (for D and for G).
+
+    `forward(prediction, target_is_real)` is the discriminator's objective; `generator_loss(prediction)` the
+    generator's, which by default is the same as the real target's. `penalty` adds extra terms to D's loss: here
+    R1, the zero-centred gradient penalty on real images, when `r1_weight` is set.
+    """
 
     role: ClassVar[str] = "adversarial"
+    options = R1_OPTIONS
+    #: the raw score at which the discriminator is undecided between real and fake (0 for logits, 0.5 for
+    #: LSGAN's 0/1 targets); adaptive augmentation measures overfitting as the share of real scores above it
+    threshold: ClassVar[float] = 0.0
+
+    def __init__(self, *, r1_weight: float = 0.0, r1_every: int = 1) -> None:
+        super().__init__()
+        self.r1_weight, self.r1_every = r1_weight, r1_every
+        if r1_weight > 0 and r1_every > 1:
+            # which update is due depends on how many came before: a buffer, so checkpoints keep it (the trainer
+            # saves every loss's buffers); only here, so checkpoints without lazy R1 hold no loss state
+            self.register_buffer("r1_rounds", torch.zeros((), dtype=torch.int64))
+        self._r1_seen: set[int] = set()  # the discriminators penalized in the current round
+        self._r1_fresh = True  # the next call starts a round (at the start, and after loading a checkpoint)
+        self.register_load_state_dict_post_hook(AdversarialLoss._start_a_round)
 
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:  # pragma: no cover - interface
+        """The discriminator's loss of raw scores `prediction` against the real or the fake target."""
         raise NotImplementedError
 
+    def generator_loss(self, prediction: Tensor) -> Tensor:
+        """The generator's loss of D's raw scores on its fakes; by default the real target's (`self(p, True)`).
+
+        Override it where the two players' objectives differ (the hinge loss: -mean(D(G(x))))."""
+        return self(prediction, True)
+
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor | None:
-        """An extra term of the discriminator's loss (e.g. WGAN-GP's gradient penalty), or None."""
-        return None
+        """An extra term of the discriminator's loss (here R1 on `real`, when set), or None."""
+        return self.r1_penalty(discriminator, real)
+
+    def r1_penalty(self, discriminator: nn.Module, real: Tensor) -> Tensor | None:
+        """r1_weight / 2 * mean over samples of ||grad_x D(x)||^2 at x = `real`; with r1_every = k, only in every
+        k-th update of each discriminator, times k. None when off or not due."""
+        weight = getattr(self, "r1_weight", 0.0)  # a subclass that skipped this __init__ has no R1
+        if weight == 0.0:
+            return None
+        every = getattr(self, "r1_every", 1)
+        if every > 1 and not self._r1_due(discriminator, every):
+            return None
+        real = real.detach().requires_grad_(True)
+        # create_graph: the penalty is itself differentiated in the discriminator's update
+        grad, = torch.autograd.grad(discriminator(real).float().sum(), real, create_graph=True)
+        # squared norms in float32: under bf16/fp16 autocast the squares of small gradients would underflow
+        return weight * every / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
+
+    def _r1_due(self, discriminator: nn.Module, every: int) -> bool:
+        """Whether this update of `discriminator` is one of every `every`.
+
+        One loss serves several discriminators (the cycle method's D_A and D_B), so updates are counted in rounds:
+        a round ends when a discriminator comes back. A checkpoint is written between training steps, at the end of
+        a round, so a resumed run starts a new round with its first call, as the uninterrupted run does.
+        """
+        if self._r1_fresh or id(discriminator) in self._r1_seen:
+            self.r1_rounds += 1
+            self._r1_seen, self._r1_fresh = set(), False
+        self._r1_seen.add(id(discriminator))
+        return (int(self.r1_rounds) - 1) % every == 0
+
+    @staticmethod
+    def _start_a_round(module: AdversarialLoss, incompatible: Any) -> None:
+        """After load_state_dict: the restored count ends a round, as checkpoints are written between steps."""
+        module._r1_seen, module._r1_fresh = set(), True
 
 
 class ReconstructionLoss(Loss):
@@ -149,6 +219,55 @@ class Buffer(Part):
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Restore contents saved by `state_dict`."""
+
+
+class Augment(Part):
+    """Differentiable augmentation of the images a discriminator scores, real and fake alike (DiffAugment, ADA).
+
+    A method builds one per discriminator (``parts.augment()``) and passes every image batch that discriminator
+    scores through it, in the generator's update too: the transforms are differentiable, so gradients reach the
+    generator through them. ``augment(images)`` draws a transform per sample; ``pair(a, b)`` applies one draw to
+    two batches. Randomness comes from torch's global RNG on the images' device (seeded runs repeat). Images may
+    stack several RGB images on the channel axis (pix2pix's input|output pair): colour transforms then act on
+    each group of 3 channels, geometric ones on all channels alike.
+    """
+
+    kind = "augment"
+    hook = "i2i_augments"
+    #: False for the identity ("none"): methods then skip it, drawing no random numbers
+    active: ClassVar[bool] = True
+
+    def draw(self, images: Tensor) -> Any:  # pragma: no cover - interface
+        """Random transform parameters for the batch `images` (one draw per sample)."""
+        raise NotImplementedError
+
+    def apply(self, images: Tensor, params: Any) -> Tensor:  # pragma: no cover - interface
+        """`images` transformed with `params` from `draw`; differentiable with respect to `images`."""
+        raise NotImplementedError
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """`images` with a fresh random transform per sample."""
+        return self.apply(images, self.draw(images))
+
+    def pair(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Two batches of the same shape with the same transform per sample (e.g. a real/fake pair)."""
+        params = self.draw(first)
+        return self.apply(first, params), self.apply(second, params)
+
+    def observe(self, real_scores: Tensor, threshold: float) -> None:
+        """The discriminator's raw scores on this step's (augmented) real images, and the score where it is
+        undecided (`AdversarialLoss.threshold`): the overfitting signal adaptive augmentation tunes itself by."""
+
+    def log_values(self) -> dict[str, float]:
+        """Numbers for each log record (metrics.jsonl, trackers), e.g. ADA's probability p."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the augment learns while training (e.g. ADA's p), for checkpoints: tensors and JSON values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
 
 
 class Dataset(Part):
@@ -196,6 +315,9 @@ class PartFactory(Protocol):
     def buffer(self) -> Buffer:
         """A new buffer as the recipe's [buffer] table says."""
 
+    def augment(self) -> Augment:
+        """A new augment as the recipe's [augment] table says ("none", the identity, when it has none)."""
+
     def options_of(self, part: Any) -> dict[str, Any]:
         """The options a part built by this factory was given (e.g. a generator's in/out channels)."""
 
@@ -223,7 +345,7 @@ class Method(Part):
     hook = "i2i_methods"
     #: the loss slots this method reads from [loss.<slot>] recipe tables
     losses: ClassVar[dict[str, LossSlot]] = {}
-    #: the component tables this method builds parts from ([generator], [discriminator], [buffer])
+    #: the component tables this method builds parts from ([generator], [discriminator], [buffer], [augment])
     parts: ClassVar[tuple[str, ...]] = ("generator",)
     #: True when the method needs paired data (item i's A and B correspond), e.g. pix2pix
     paired_data: ClassVar[bool] = False
@@ -246,6 +368,20 @@ class Method(Part):
     def buffers(self) -> dict[str, Buffer]:
         """Buffers by name, saved in checkpoints."""
         return {}
+
+    def augments(self) -> dict[str, Augment]:
+        """The active augments by name (e.g. one per discriminator): checkpoints save their state, log records
+        their `log_values`. Leave out inactive ones ("none"), so runs without augmentation keep their format."""
+        return {}
+
+    def log_values(self) -> dict[str, Any]:
+        """Entries besides the losses for each log record (metrics.jsonl, trackers): by default each augment's
+        `log_values` as ``augment_<key>: {<augment name>: value}``, e.g. ``"augment_p": {"D_A": 0.12}``."""
+        values: dict[str, Any] = {}
+        for name, augment in self.augments().items():
+            for key, value in augment.log_values().items():
+                values.setdefault(f"augment_{key}", {})[name] = value
+        return values
 
     def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:  # pragma: no cover
         """Run one training step on `batch` and return the losses (detached scalars) by name."""
@@ -395,8 +531,9 @@ class Callback(Part):
 
     def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
         """At each log point (every train.log_every steps and the last). `record` holds step, epoch, elapsed,
-        lr (per group) and losses (means since the last log point, over all processes); a callback may add
-        entries that later ones (metrics.jsonl, trackers) then record."""
+        lr (per group), losses (means since the last log point, over all processes) and the method's
+        `log_values` (e.g. augment_p); a callback may add entries that later ones (metrics.jsonl, trackers) then
+        record."""
 
     def on_checkpoint_save(self, context: TrainingContext, folder: Any) -> None:
         """After a checkpoint was written to `folder` (on rank 0; e.g. to copy or upload it)."""
@@ -430,5 +567,5 @@ class Callback(Part):
 
 
 #: every kind of part, by name, in the order `i2i list` shows them; a new kind is one class above and its hook
-KINDS: dict[str, type[Part]] = {cls.kind: cls for cls in (Generator, Discriminator, Loss, Buffer, Method, Dataset,
-                                                          Optimizer, Schedule, Callback)}
+KINDS: dict[str, type[Part]] = {cls.kind: cls for cls in (Generator, Discriminator, Loss, Buffer, Augment, Method,
+                                                          Dataset, Optimizer, Schedule, Callback)}

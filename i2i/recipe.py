@@ -47,9 +47,11 @@ TRAIN = OptionSet((
     Option("samples", int, 4, "held-out images per domain shown in report.html", min=0),
 ))
 FIXED_TABLES = {"run": RUN, "train": TRAIN}
-TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "optim", "schedule", "callback",
-          "train")
-COMPONENTS = ("generator", "discriminator", "buffer")
+TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "augment", "optim", "schedule",
+          "callback", "train")
+COMPONENTS = ("generator", "discriminator", "buffer", "augment")
+#: components a recipe may leave out, and the part they then are
+DEFAULT_PARTS = {"augment": "none"}
 WEIGHT = Option("weight", float, 1.0, "weight of this loss term (0 disables it)", min=0.0)
 ENABLED = Option("enabled", bool, True, "run this callback (false turns off one that runs by default)")
 #: the key naming the part in tables whose part key is not `name` ([optim] optimizer = "adam", as before)
@@ -266,7 +268,9 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
 
     for table in COMPONENTS:
         if table in method_cls.parts:
-            part_name, part_options = _named(tree, table, registry)
+            # an optional part: a recipe without its table gets the default (a table without a name is an error)
+            given = {table: {"name": DEFAULT_PARTS[table]}} if table in DEFAULT_PARTS and table not in tree else tree
+            part_name, part_options = _named(given, table, registry)
             tables[table] = {"name": part_name, **registry.resolve_options(table, part_name, part_options, table,
                                                                            initial_weights)}
         elif table in tree:

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from i2i.checkpoint import flatten_state, unflatten_state
 from i2i.errors import I2IError
-from i2i.parts import (AdversarialLoss, Buffer, Dataset, Discriminator, Generator, Part, ReconstructionLoss,
-                       ScheduleClock)
+from i2i.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Part,
+                       ReconstructionLoss, ScheduleClock)
 from i2i.registry import Registry, default_registry
 from i2i.rundir import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RunFolder
 
@@ -68,9 +68,12 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
       layer, in the order asked, with gradients, and default_feature_layers() are among the layers.
     - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds;
       features(), if implemented, is a list of finite maps.
-    - adversarial loss: finite scalars for both targets with a gradient to the prediction; penalty(), if any.
+    - adversarial loss: finite scalars for both targets and for generator_loss() with a gradient to the
+      prediction; penalty(), if any.
     - reconstruction loss: 0 on identical images, >= 0 otherwise, with a gradient to the output.
     - buffer: answers have the query's shape; a copy restored from state_dict() answers the same.
+    - augment: keeps the shape of RGB and 6-channel batches, finitely; gradients reach the images; pair() gives
+      equal outputs for equal batches; a copy restored from state_dict() augments the same (after observe()).
     - dataset: the first training item holds "A" and "B" images (C, H, W) in [-1, 1].
     - optimizer: declares `lr`; the torch optimizer it builds moves a weight along a gradient, finitely, and its
       state survives a checkpoint (a fresh one restored from it takes the same next step).
@@ -101,8 +104,8 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
         except I2IError as exc:
             raise AssertionError(f"{label}: {exc}") from None
         checks = {"generator": _check_generator, "discriminator": _check_discriminator, "loss": _check_loss,
-                  "buffer": _check_buffer, "dataset": _check_dataset, "optimizer": _check_optimizer,
-                  "schedule": _check_schedule, "callback": _check_callback}
+                  "buffer": _check_buffer, "augment": _check_augment, "dataset": _check_dataset,
+                  "optimizer": _check_optimizer, "schedule": _check_schedule, "callback": _check_callback}
         if kind in checks:
             checks[kind](part, label, size, registry.resolve_options(kind, name, options))
     return part
@@ -292,6 +295,11 @@ def _check_loss(loss: Any, label: str, size: int, resolved: dict[str, Any]) -> N
             value.backward()
             _expect(prediction.grad is not None and bool(prediction.grad.abs().sum() > 0), label,
                     f"loss(prediction, {target}) gives the prediction no gradient")
+        prediction = torch.randn(_BATCH, 1, 4, 4, requires_grad=True)
+        value = _scalar(loss.generator_loss(prediction), label, "generator_loss(prediction)")
+        value.backward()
+        _expect(prediction.grad is not None and bool(prediction.grad.abs().sum() > 0), label,
+                "generator_loss(prediction) gives the prediction no gradient")
         net = nn.Conv2d(3, 1, 3, padding=1)
         real, fake = torch.rand(_BATCH, 3, 8, 8) * 2 - 1, torch.rand(_BATCH, 3, 8, 8) * 2 - 1
         penalty = loss.penalty(net, real, fake)
@@ -336,6 +344,31 @@ def _check_buffer(buffer: Any, label: str, size: int, resolved: dict[str, Any]) 
     _expect(all(torch.equal(a, b) for a, b in zip(original, copied)), label,
             "answers differently after load_state_dict(state_dict()): save everything query() depends on, and"
             " draw random numbers from torch's global RNG")
+
+
+def _check_augment(augment: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
+    _expect(isinstance(augment, Augment), label, "is not an Augment")
+    for channels in (3, 6):  # an RGB image, and pix2pix's input|output pair
+        images = (torch.rand(_BATCH, channels, size, size) * 2 - 1).requires_grad_(True)
+        out = _finite(augment(images), label, f"its output on {channels}-channel images")
+        _expect(out.shape == images.shape, label, f"turns a batch of {tuple(images.shape)} into {tuple(out.shape)}")
+        out.sum().backward()
+        _expect(images.grad is not None, label, "gives the images no gradient; G learns through the augment")
+        same = images.detach()
+        first, second = augment.pair(same, same.clone())
+        _expect(torch.equal(first, second), label, "pair(x, x) gives two different batches: apply one draw to both")
+    augment.observe(torch.randn(_BATCH, 1, 4, 4), 0.0)
+    restored = type(augment)(**resolved)
+    restored.load_state_dict(_through_a_checkpoint(augment.state_dict(), label))
+    images, scores = torch.rand(_BATCH, 3, size, size) * 2 - 1, torch.randn(_BATCH, 1, 4, 4)
+    rng = torch.get_rng_state()
+    augment.observe(scores, 0.0)
+    original = augment(images)
+    torch.set_rng_state(rng)
+    restored.observe(scores, 0.0)
+    _expect(torch.equal(original, restored(images)), label, "augments differently after"
+            " load_state_dict(state_dict()): save everything draw() depends on, and draw random numbers from"
+            " torch's global RNG")
 
 
 def _check_dataset(dataset: Any, label: str, size: int, resolved: dict[str, Any]) -> None:

@@ -71,9 +71,11 @@ def test_its_parts_are_listed_with_their_package(extras):
     rows = {(line.split()[0], line.split()[1]): line.split()[2] for line in listing.out.splitlines()
             if len(line.split()) > 2}
     assert rows[("generator", "upsample")] == "i2i-extras"
-    assert rows[("loss", "hinge")] == "i2i-extras"
     assert rows[("discriminator", "pixel")] == "i2i-extras"
     assert rows[("generator", "resnet")] == "i2i"
+    # the stock hinge loss took the name since: the core wins, and the warning says how to pick the package's
+    assert rows[("loss", "hinge")] == "i2i"
+    assert "'i2i-extras:hinge'" in listing.err
 
 
 def test_info_shows_the_options(extras):
@@ -89,22 +91,23 @@ def test_set_alone_swaps_its_parts_into_a_shipped_recipe(extras, tmp_path):
     # All three in one run: each subprocess run costs seconds of imports and report rendering on a CI CPU.
     run = tmp_path / "run"
     result = run_module("run", QUICK, *TINY, "--set", "train.max_steps=2", "--set", "generator.name=upsample",
-                        "--set", "loss.adversarial.name=hinge", "--set", "discriminator.name=pixel", "--out", run)
+                        "--set", "loss.adversarial.name=i2i-extras:hinge", "--set", "discriminator.name=pixel",
+                        "--out", run)
     assert result.code == 0, result.err
     assert "does not take layers" in result.err  # PatchGAN's depth, dropped with a note
     recipe = tomllib.loads((run / "recipe.toml").read_text())
     assert recipe["generator"]["name"] == "upsample" and recipe["generator"]["mode"] == "nearest"
     assert recipe["generator"]["channels"] == 4  # TINY's widths apply: upsample takes resnet's options
     assert recipe["discriminator"] == {"name": "pixel", "channels": 4, "norm": "instance", "in_channels": 3,
-                                       "init": "normal", "init_gain": 0.02}
-    assert recipe["loss"]["adversarial"]["name"] == "hinge"
+                                       "spectral_norm": False, "init": "normal", "init_gain": 0.02}
+    assert recipe["loss"]["adversarial"]["name"] == "i2i-extras:hinge"
     assert (run / "checkpoints" / "step-00000002" / "D_A.safetensors").exists()
 
 
 @pytest.mark.parametrize("kind, name, options", [("generator", "upsample", {"blocks": 1, "channels": 4}),
                                                  ("generator", "upsample", {"blocks": 1, "channels": 4,
                                                                             "mode": "bilinear", "norm": "batch"}),
-                                                 ("loss", "hinge", {}),
+                                                 ("loss", "i2i-extras:hinge", {}),
                                                  ("discriminator", "pixel", {"channels": 4}),
                                                  ("discriminator", "pixel", {"channels": 4, "norm": "none"})])
 def test_its_parts_pass_check_part(extras, kind: str, name: str, options: dict[str, Any]):

@@ -5,7 +5,10 @@ not change when code is reorganised. Each run is short but crosses epochs, so th
 image pools, the optimizers' state and the data order all enter the checksum.
 
 Float results depend on the kernels a CPU runs, so the runs cap torch, oneDNN and MKL at AVX2 code paths on one
-thread: the same bits on any x86-64 CPU with AVX2. Regenerate the pins (only when a change of the numbers is
+thread. That gives the same bits on the Intel CPUs the pins were made on, but not on every x86-64 CPU: an AMD
+EPYC with AVX-512 and native bf16 (Zen 4) gives other bits under the same caps. A pin's "also" list holds the
+digests of the same code measured on such a CPU (each with the CPU it was measured on), taken from the code
+before a change, never after it. Regenerate the pins (only when a change of the numbers is
 intended, and say so in the commit) with ``I2I_WRITE_PINS=1 pytest tests/test_pinned_weights.py``.
 """
 
@@ -82,9 +85,10 @@ def test_recipe_weights_match_the_pin(tmp_path, recipe):
     found = weights_digest(final)
     pins = json.loads(PINS.read_text()) if PINS.exists() else {}
     if os.environ.get("I2I_WRITE_PINS"):
-        pins[recipe] = {"step": final.name, "sha256": found}
+        pins[recipe] = {**pins.get(recipe, {}), "step": final.name, "sha256": found}
         PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
         return
     assert recipe in pins, f"no pin for {recipe}: run with I2I_WRITE_PINS=1 once, before changing the code"
     assert final.name == pins[recipe]["step"]
-    assert found == pins[recipe]["sha256"], f"{recipe}: the weights differ from the pinned run's"
+    accepted = {pins[recipe]["sha256"], *(other["sha256"] for other in pins[recipe].get("also", []))}
+    assert found in accepted, f"{recipe}: the weights differ from the pinned run's"

@@ -22,7 +22,7 @@ from i2i.registry import default_registry
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
-PARTS = ("dataset", "method", "generator", "discriminator", "loss", "buffer")
+PARTS = ("dataset", "method", "generator", "discriminator", "loss", "buffer", "augment")
 REGISTRY = default_registry()
 # Names the validation knows, so that fuzzed recipes reach past "unknown key" into the option checks.
 KNOWN_KEYS = sorted({o.name for kind in PARTS for name in REGISTRY.available(kind)

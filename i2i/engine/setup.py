@@ -22,7 +22,7 @@ from i2i.distributed import Distributed
 from i2i.engine.placement import to_channels_last
 from i2i.errors import I2IError
 from i2i.loader import EpochSampler, SeededItems
-from i2i.parts import Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method
+from i2i.parts import Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
 from i2i.registry import Registry
 
@@ -88,6 +88,8 @@ class PartBuilder:
         # (a pretrained encoder's file or download) then take their defaults, needing neither file nor network
         self.initial_weights = initial_weights
         self.built: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id(net) -> kind, name, options
+        #: every loss built, by slot (a second one of a slot as "<slot>.1", ...), for checkpoints of their buffers
+        self.losses: dict[str, Loss] = {}
 
     def _network(self, kind: str, overrides: dict[str, Any]) -> nn.Module:
         name, options = self.recipe.part(kind)
@@ -110,12 +112,23 @@ class PartBuilder:
     def loss(self, slot: str) -> tuple[Loss, float]:
         """The loss in [loss.<slot>] and its weight."""
         name, weight, options = self.recipe.loss(slot)
-        return self.registry.create("loss", name, **options), weight
+        loss = self.registry.create("loss", name, **options)
+        key, copies = slot, 0
+        while key in self.losses:
+            copies += 1
+            key = f"{slot}.{copies}"
+        self.losses[key] = loss
+        return loss, weight
 
     def buffer(self) -> Buffer:
         """A new buffer from [buffer]."""
         name, options = self.recipe.part("buffer")
         return self.registry.create("buffer", name, **options)
+
+    def augment(self) -> Augment:
+        """A new augment from [augment] ("none", the identity, when the recipe has no such table)."""
+        name, options = self.recipe.part("augment")
+        return self.registry.create("augment", name, **options)
 
     def options_of(self, part: Any) -> dict[str, Any]:
         """The resolved options a network built here was given."""

@@ -204,9 +204,13 @@ class Trainer:
                 param_group["lr"] = self.base_lr[group] * factor
 
     def _log_record(self) -> dict[str, Any]:
-        """What a log point reports: where training is, the learning rates and the mean losses since the last."""
-        return {"step": self.state.step, "epoch": self.state.epoch, "lr": self.learning_rates(),
-                "elapsed": round(self.state.elapsed(), 3), "losses": self.meter.means(self.distributed)}
+        """What a log point reports: where training is, the learning rates, the mean losses since the last, and the
+        method's `log_values`."""
+        record = {"step": self.state.step, "epoch": self.state.epoch, "lr": self.learning_rates(),
+                  "elapsed": round(self.state.elapsed(), 3), "losses": self.meter.means(self.distributed)}
+        # the method's own values (e.g. an adaptive augment's p) after them, never in place of the loop's entries
+        record.update({k: v for k, v in self.method.log_values().items() if k not in record})
+        return record
 
     def _agree_on_stopping(self) -> None:
         """A Ctrl-C reaching any process stops them all at the same step."""
@@ -271,6 +275,9 @@ class Trainer:
                                   "schedule": self.schedule}
         pieces.update({f"optim.{group}": optimizer for group, optimizer in self.optimizers.items()})
         pieces.update({f"buffer.{name}": buffer for name, buffer in self.method.buffers().items()})
+        pieces.update({f"augment.{name}": augment for name, augment in self.method.augments().items()})
+        # only losses that hold state (e.g. the lazy R1 count), so checkpoints of stateless ones stay as they were
+        pieces.update({f"loss.{slot}": loss for slot, loss in self.builder.losses.items() if loss.state_dict()})
         if self.stepper.scaler:
             pieces["scaler"] = self.stepper.scaler
         pieces.update({f"callback.{name}": callback for name, callback in self.events.items()})

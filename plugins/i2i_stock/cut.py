@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from i2i.errors import I2IError
 from i2i.hookspecs import hookimpl
 from i2i.options import Option, toml_value
-from i2i.parts import AdversarialLoss, Discriminator, Generator, LossSlot, Method, PartFactory, Stepper
+from i2i.parts import AdversarialLoss, Augment, Discriminator, Generator, LossSlot, Method, PartFactory, Stepper
 from i2i_stock.layers import init_weights
-from i2i_stock.steps import call, set_requires_grad, update_discriminator
+from i2i_stock.steps import augmented, call, set_requires_grad, update_discriminator
 
 #: the similarity given to a positive's own entry among its negatives, before the temperature (the paper's)
 MASKED_NEGATIVE = -10.0
@@ -123,7 +123,7 @@ class CutMethod(Method):
     losses = {
         "adversarial": LossSlot(AdversarialLoss, "lsgan", 1.0, "GAN loss for G/D (lambda_GAN = 1 in CUT)"),
     }
-    parts = ("generator", "discriminator")
+    parts = ("generator", "discriminator", "augment")
 
     def __init__(self, *, nce_layers: str = "auto", num_patches: int = 256, nce_t: float = 0.07,
                  lambda_nce: float = 1.0, nce_idt: bool = True, flip_equivariance: bool = False,
@@ -149,6 +149,7 @@ class CutMethod(Method):
         self.G: Generator = parts.generator()
         self.D: Discriminator = parts.discriminator()
         self.gan, self.w_gan = parts.loss("adversarial")
+        self.augment: Augment = parts.augment()
         if self.w_gan == 0 and self.lambda_nce == 0:
             raise I2IError("method cut: loss.adversarial.weight and method.lambda_nce are both 0, so nothing trains"
                            " the generator")
@@ -177,6 +178,10 @@ class CutMethod(Method):
                            " \"auto\")")
         return list(layers)
 
+    def augments(self) -> dict[str, Augment]:
+        """D's augment, when active."""
+        return {"D": self.augment} if self.augment.active else {}
+
     def networks(self) -> dict[str, nn.Module]:
         """G, D and the heads F, as the paper's code names them."""
         return {"G": self.G, "D": self.D, "F": self.F}
@@ -203,13 +208,14 @@ class CutMethod(Method):
             outputs = call(self.G, *inputs, batched=self._batched(self.G))
         fake_B = outputs[0]
 
-        losses = update_discriminator(self.D, self.gan, real_B, fake_B, optim, batched=self._batched(self.D))
+        losses = update_discriminator(self.D, self.gan, real_B, fake_B, optim, batched=self._batched(self.D),
+                                      augment=self.augment)
 
         set_requires_grad([self.D], False)
         with optim.autocast():
             terms = []
             if self.w_gan > 0:
-                losses["G_GAN"] = self.gan(self.D(fake_B), True) * self.w_gan
+                losses["G_GAN"] = self.gan.generator_loss(self.D(augmented(self.augment, fake_B))) * self.w_gan
                 terms.append(losses["G_GAN"])
             if self.lambda_nce > 0:
                 names = ["NCE", "NCE_Y"][:len(outputs)]

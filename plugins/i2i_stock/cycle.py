@@ -9,9 +9,9 @@ from torch import Tensor, nn
 
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
+from i2i.parts import (AdversarialLoss, Augment, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
                        ReconstructionLoss, Stepper)
-from i2i_stock.steps import call, set_requires_grad
+from i2i_stock.steps import augmented, call, set_requires_grad
 
 
 class CycleMethod(Method):
@@ -33,7 +33,7 @@ class CycleMethod(Method):
                                      "distance of the discriminator's mean features on fakes and reals"
                                      " (DiscoGAN); 0 disables it"),
     }
-    parts = ("generator", "discriminator", "buffer")
+    parts = ("generator", "discriminator", "buffer", "augment")
 
     def __init__(self, batch_calls: bool = True, cycle: str = "both") -> None:
         self.batch_calls = batch_calls
@@ -53,6 +53,9 @@ class CycleMethod(Method):
         self.w_identity = w_identity * self.w_cycle  # the reference scales identity by lambda_A/lambda_B
         self.fake_A_pool: Buffer = parts.buffer()
         self.fake_B_pool: Buffer = parts.buffer()
+        # one per discriminator, so an adaptive one tunes itself to its own discriminator
+        self.augment_A: Augment = parts.augment()
+        self.augment_B: Augment = parts.augment()
 
     def networks(self) -> dict[str, nn.Module]:
         """G_A, G_B, D_A, D_B as the reference names them."""
@@ -66,6 +69,10 @@ class CycleMethod(Method):
     def buffers(self) -> dict[str, Buffer]:
         """The two pools of past fakes."""
         return {"fake_A_pool": self.fake_A_pool, "fake_B_pool": self.fake_B_pool}
+
+    def augments(self) -> dict[str, Augment]:
+        """The augments of D_A and D_B, when active."""
+        return {name: a for name, a in (("D_A", self.augment_A), ("D_B", self.augment_B)) if a.active}
 
     def generator_for(self, direction: str) -> Generator:
         """G_A translates A to B, G_B translates B to A."""
@@ -90,8 +97,8 @@ class CycleMethod(Method):
 
             set_requires_grad([self.D_A, self.D_B], False)
             losses = {
-                "G_A": self.gan(self.D_A(fake_B), True) * self.w_gan,
-                "G_B": self.gan(self.D_B(fake_A), True) * self.w_gan,
+                "G_A": self.gan.generator_loss(self.D_A(augmented(self.augment_A, fake_B))) * self.w_gan,
+                "G_B": self.gan.generator_loss(self.D_B(augmented(self.augment_B, fake_A))) * self.w_gan,
             }
             if rec_A is not None:
                 losses["cycle_A"] = self.cycle(rec_A, real_A) * self.w_cycle
@@ -101,8 +108,8 @@ class CycleMethod(Method):
                 losses["idt_A"] = self.identity(idt_A, real_B) * self.w_identity
                 losses["idt_B"] = self.identity(idt_B, real_A) * self.w_identity
             if self.w_matching > 0:
-                losses["fm_A"] = self._feature_matching(self.D_A, real_B, fake_B) * self.w_matching
-                losses["fm_B"] = self._feature_matching(self.D_B, real_A, fake_A) * self.w_matching
+                losses["fm_A"] = self._feature_matching(self.D_A, self.augment_A, real_B, fake_B) * self.w_matching
+                losses["fm_B"] = self._feature_matching(self.D_B, self.augment_B, real_A, fake_A) * self.w_matching
             loss_G = sum(losses.values())
         optim.zero_grad("G")
         optim.backward(loss_G)
@@ -113,21 +120,26 @@ class CycleMethod(Method):
             # pools are queried in the reference's order (B's fakes first), so a pool fills as it does there
             pooled_B = self.fake_B_pool.query(fake_B.detach())
             pooled_A = self.fake_A_pool.query(fake_A.detach())
-            losses["D_A"] = self._discriminator_loss(self.D_A, real_B, pooled_B)
-            losses["D_B"] = self._discriminator_loss(self.D_B, real_A, pooled_A)
+            losses["D_A"] = self._discriminator_loss(self.D_A, self.augment_A, real_B, pooled_B)
+            losses["D_B"] = self._discriminator_loss(self.D_B, self.augment_B, real_A, pooled_A)
         optim.zero_grad("D")
         optim.backward(losses["D_A"] + losses["D_B"])
         optim.step("D")
         return {name: value.detach() for name, value in losses.items()}
 
-    def _discriminator_loss(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
+    def _discriminator_loss(self, net: Discriminator, augment: Augment, real: Tensor, fake: Tensor) -> Tensor:
+        """The halved GAN loss of `net` on real vs fake images (each through `augment`), plus the loss's penalty."""
+        real, fake = augmented(augment, real), augmented(augment, fake)  # independent draws, as DiffAugment does
         pred_real, pred_fake = call(net, real, fake, batched=self._batched(net))
+        if augment.active:
+            augment.observe(pred_real, self.gan.threshold)
         loss = (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
-        penalty = self.gan.penalty(net, real, fake)
+        penalty = self.gan.penalty(net, real, fake)  # at what D saw, so R1 is measured on augmented reals
         return loss if penalty is None else loss + penalty
 
-    def _feature_matching(self, net: Discriminator, real: Tensor, fake: Tensor) -> Tensor:
-        """Distance between the batch-mean features of fakes and of reals, summed over layers."""
+    def _feature_matching(self, net: Discriminator, augment: Augment, real: Tensor, fake: Tensor) -> Tensor:
+        """Distance between the batch-mean features of fakes and of reals (as D sees them), summed over layers."""
+        real, fake = augmented(augment, real), augmented(augment, fake)
         with torch.no_grad():
             targets = [f.mean(0) for f in net.features(real)]
         return sum(self.matching(f.mean(0), t) for f, t in zip(net.features(fake), targets))

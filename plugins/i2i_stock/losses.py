@@ -1,4 +1,6 @@
-"""The stock losses: adversarial (LSGAN, the original GAN, WGAN-GP) and reconstruction (L1, L2)."""
+"""The stock losses: adversarial (LSGAN, the original GAN, WGAN-GP, hinge) and reconstruction (L1, L2).
+
+Every adversarial loss also takes R1 (`r1_weight`, `r1_every`) from the AdversarialLoss base class."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ class LSGANLoss(AdversarialLoss):
     """Least-squares GAN loss (Mao et al. 2017): squared error of raw scores against 1 (real) or 0 (fake)."""
 
     name = "lsgan"
+    threshold = 0.5  # halfway between the fake (0) and real (1) targets
 
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:
         """Mean squared distance of `prediction` to the real (1) or fake (0) target."""
@@ -39,10 +42,10 @@ class WGANGPLoss(AdversarialLoss):
 
     name = "wgangp"
     options = (Option("gp_weight", float, 10.0, "weight of the gradient penalty (lambda; 0 disables it)",
-                      min=0.0),)
+                      min=0.0), *AdversarialLoss.options)
 
-    def __init__(self, *, gp_weight: float = 10.0) -> None:
-        super().__init__()
+    def __init__(self, *, gp_weight: float = 10.0, r1_weight: float = 0.0, r1_every: int = 1) -> None:
+        super().__init__(r1_weight=r1_weight, r1_every=r1_every)
         self.gp_weight = gp_weight
 
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:
@@ -50,9 +53,11 @@ class WGANGPLoss(AdversarialLoss):
         return -prediction.mean() if target_is_real else prediction.mean()
 
     def penalty(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor | None:
-        """gp_weight * mean((||grad D(x)||_2 - 1)^2) at random points x between each real and fake image."""
+        """gp_weight * mean((||grad D(x)||_2 - 1)^2) at random points x between each real and fake image, plus R1
+        when set."""
+        r1 = self.r1_penalty(discriminator, real)
         if self.gp_weight == 0:
-            return None
+            return r1
         # One mixing weight per sample, from torch's global RNG so that seeded runs repeat.
         alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
         mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
@@ -61,7 +66,22 @@ class WGANGPLoss(AdversarialLoss):
         grad, = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
         # The tiny offset keeps the norm's derivative finite where a gradient is exactly zero (as the reference).
         norms = (grad.flatten(1).float() + 1e-16).norm(2, dim=1)
-        return self.gp_weight * ((norms - 1) ** 2).mean()
+        gp = self.gp_weight * ((norms - 1) ** 2).mean()
+        return gp if r1 is None else gp + r1
+
+
+class HingeLoss(AdversarialLoss):
+    """Hinge GAN loss (Lim & Ye 2017; SAGAN, BigGAN): D gets relu(1 - D(real)) + relu(1 + D(fake)), G -D(G(x))."""
+
+    name = "hinge"
+
+    def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:
+        """The discriminator's term: mean(relu(1 - prediction)) for reals, mean(relu(1 + prediction)) for fakes."""
+        return F.relu(1.0 - prediction).mean() if target_is_real else F.relu(1.0 + prediction).mean()
+
+    def generator_loss(self, prediction: Tensor) -> Tensor:
+        """-mean(prediction): unlike D's hinge, G's push on its fakes' scores never stops."""
+        return -prediction.mean()
 
 
 class L1Loss(ReconstructionLoss):
@@ -87,4 +107,4 @@ class L2Loss(ReconstructionLoss):
 @hookimpl
 def i2i_losses() -> list[type]:
     """The stock losses."""
-    return [LSGANLoss, VanillaGANLoss, WGANGPLoss, L1Loss, L2Loss]
+    return [LSGANLoss, VanillaGANLoss, WGANGPLoss, HingeLoss, L1Loss, L2Loss]

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Discriminator, Generator, LossSlot, Method, PartFactory,
+from i2i.parts import (AdversarialLoss, Augment, Discriminator, Generator, LossSlot, Method, PartFactory,
                        ReconstructionLoss, Stepper)
-from i2i_stock.steps import set_requires_grad, update_discriminator
+from i2i_stock.steps import augmented, set_requires_grad, update_discriminator
 
 
 class PairedMethod(Method):
@@ -27,7 +27,7 @@ class PairedMethod(Method):
         "adversarial": LossSlot(AdversarialLoss, "vanilla", 1.0, "conditional GAN loss on (input, output) pairs"),
         "reconstruction": LossSlot(ReconstructionLoss, "l1", 100.0, "||G(a) - b|| (lambda_L1 = 100 in pix2pix)"),
     }
-    parts = ("generator", "discriminator")
+    parts = ("generator", "discriminator", "augment")
     paired_data = True
 
     def __init__(self, batch_calls: bool = True) -> None:
@@ -40,7 +40,12 @@ class PairedMethod(Method):
         self.D: Discriminator = parts.discriminator(
             in_channels=channels.get("in_channels", 3) + channels.get("out_channels", 3))
         self.gan, self.w_gan = parts.loss("adversarial")
+        self.augment: Augment = parts.augment()
         self.reconstruction, self.w_reconstruction = parts.loss("reconstruction")
+
+    def augments(self) -> dict[str, Augment]:
+        """D's augment, when active."""
+        return {"D": self.augment} if self.augment.active else {}
 
     def networks(self) -> dict[str, nn.Module]:
         """G and D, as the reference names them."""
@@ -62,11 +67,14 @@ class PairedMethod(Method):
             real_AB = torch.cat((real_A, real_B), 1)
             fake_AB = torch.cat((real_A, fake_B.detach()), 1)
         batched = self.batch_calls and getattr(self.D, "batch_independent", False)
-        losses = update_discriminator(self.D, self.gan, real_AB, fake_AB, optim, batched=batched)
+        losses = update_discriminator(self.D, self.gan, real_AB, fake_AB, optim, batched=batched,
+                                      augment=self.augment)
 
         set_requires_grad([self.D], False)
         with optim.autocast():
-            losses["G_GAN"] = self.gan(self.D(torch.cat((real_A, fake_B), 1)), True) * self.w_gan
+            # the stacked pair goes through the augment as one image: one geometric transform for both halves
+            scored = augmented(self.augment, torch.cat((real_A, fake_B), 1))
+            losses["G_GAN"] = self.gan.generator_loss(self.D(scored)) * self.w_gan
             losses["G_L1"] = self.reconstruction(fake_B, real_B) * self.w_reconstruction
             loss_G = losses["G_GAN"] + losses["G_L1"]
         optim.zero_grad("G")

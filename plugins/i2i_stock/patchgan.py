@@ -8,7 +8,8 @@ from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Discriminator
 from i2i_stock.layers import (
-    INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer, stage_width)
+    ANTIALIAS_OPTION, INIT_OPTIONS, NORM_OPTION, SPECTRAL_NORM_OPTION, BlurDownsample, batch_independent, conv_bias,
+    init_weights, norm_layer, spectral_normalize, stage_width)
 
 
 class PatchGANDiscriminator(Discriminator):
@@ -21,27 +22,40 @@ class PatchGANDiscriminator(Discriminator):
         NORM_OPTION,
         Option("in_channels", int, 3, "channels of the scored images (6 when input and output are stacked)",
                min=1),
+        SPECTRAL_NORM_OPTION,
+        ANTIALIAS_OPTION,
         *INIT_OPTIONS,
     )
 
     def __init__(self, *, layers: int = 3, channels: int = 64, norm: str = "instance", in_channels: int = 3,
-                 init: str = "normal", init_gain: float = 0.02) -> None:
+                 spectral_norm: bool = False, antialias: bool = False, init: str = "normal",
+                 init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
-        # The paper puts no norm on the first layer (C64 in pix2pix).
-        seq: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        # The paper puts no norm on the first layer (C64 in pix2pix). Anti-aliased, a stride-2 conv becomes a
+        # stride-1 conv, its activation, then a blurred downsampling (as CUT's discriminator).
+        first_stride = 1 if antialias else 2
+        seq: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, stride=first_stride, padding=1),
+                                nn.LeakyReLU(0.2, True)]
+        if antialias:
+            seq.append(BlurDownsample(channels))
         width = channels
         for n in range(1, layers + 1):
             out = stage_width(channels, n)
             # The last of these keeps the resolution (stride 1) and only widens the receptive field.
-            stride = 2 if n < layers else 1
+            down = n < layers
+            stride = 2 if down and not antialias else 1
             seq += [nn.Conv2d(width, out, 4, stride=stride, padding=1, bias=bias), make_norm(out),
                     nn.LeakyReLU(0.2, True)]
+            if down and antialias:
+                seq.append(BlurDownsample(out))
             width = out
         seq.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*seq)
         init_weights(self, init, init_gain)
+        if spectral_norm:
+            spectral_normalize(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw scores (N, 1, H', W'), one per patch."""

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Generator
-from i2i_stock.layers import INIT_OPTIONS, NORM_OPTION, batch_independent, conv_bias, init_weights, norm_layer
+from i2i_stock.layers import (ANTIALIAS_OPTION, INIT_OPTIONS, NORM_OPTION, BlurDownsample, BlurUpsample,
+                              batch_independent, conv_bias, init_weights, norm_layer)
 
 _DOWNSAMPLINGS = 2
 _FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)
@@ -48,7 +49,8 @@ class ResnetGenerator(Generator):
     Encoder features (`encode`, for CUT): layer i is the output of module i of its layer sequence `model`, as in
     the CUT paper's code; the encoder is modules 0 to 9 + blocks: 0 reflection pad (the input), 1-3 conv, norm,
     relu, 4-6 and 7-9 the two downsamplings (conv, norm, relu), 10 onwards the residual blocks. Default taps:
-    the paper's 0, 4, 8, 12, 16, as far as the encoder reaches.
+    the paper's 0, 4, 8, 12, 16, as far as the encoder reaches. With `antialias` each downsampling is 4 modules
+    (conv, norm, relu, blur: 4-7 and 8-11) and the blocks start at 12, as in the CUT paper's own code.
     """
 
     name = "resnet"
@@ -59,12 +61,14 @@ class ResnetGenerator(Generator):
         Option("dropout", bool, False, "dropout (p = 0.5) inside the residual blocks"),
         Option("in_channels", int, 3, "channels of the input images", min=1),
         Option("out_channels", int, 3, "channels of the output images", min=1),
+        ANTIALIAS_OPTION,
         *INIT_OPTIONS,
     )
     size_multiple = 2 ** _DOWNSAMPLINGS
 
     def __init__(self, *, blocks: int = 9, channels: int = 64, norm: str = "instance", dropout: bool = False,
-                 in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
+                 in_channels: int = 3, out_channels: int = 3, antialias: bool = False, init: str = "normal",
+                 init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
@@ -72,18 +76,27 @@ class ResnetGenerator(Generator):
                                    make_norm(channels), nn.ReLU(True)]
         width = channels
         for _ in range(_DOWNSAMPLINGS):
-            layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=bias), make_norm(width * 2),
-                       nn.ReLU(True)]
+            if antialias:  # conv at full resolution, then a blurred downsampling (as CUT's generator)
+                layers += [nn.Conv2d(width, width * 2, 3, padding=1, bias=bias), make_norm(width * 2),
+                           nn.ReLU(True), BlurDownsample(width * 2)]
+            else:
+                layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=bias), make_norm(width * 2),
+                           nn.ReLU(True)]
             width *= 2
+        self.first_block = len(layers)  # the model index of the first residual block
         layers += [ResnetBlock(width, norm, dropout) for _ in range(blocks)]
         for _ in range(_DOWNSAMPLINGS):
-            layers += [nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       make_norm(width // 2), nn.ReLU(True)]
+            if antialias:  # a blurred upsampling, then a conv at the new resolution
+                layers += [BlurUpsample(width), nn.Conv2d(width, width // 2, 3, padding=1, bias=bias),
+                           make_norm(width // 2), nn.ReLU(True)]
+            else:
+                layers += [nn.ConvTranspose2d(width, width // 2, 3, stride=2, padding=1, output_padding=1,
+                                              bias=bias), make_norm(width // 2), nn.ReLU(True)]
             width //= 2
         # The last conv always has a bias: no norm follows it.
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-        self.encoder_layers = _FIRST_BLOCK + blocks  # modules 0 .. encoder_layers - 1 make up the encoder
+        self.encoder_layers = self.first_block + blocks  # modules 0 .. encoder_layers - 1 make up the encoder
         init_weights(self, init, init_gain)
 
     @classmethod

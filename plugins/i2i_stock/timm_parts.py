@@ -32,9 +32,11 @@ from i2i_stock.layers import (
     INIT_OPTIONS,
     MAX_WIDTH_MULT,
     NORMS,
+    SPECTRAL_NORM_OPTION,
     conv_bias,
     init_weights,
     norm_layer,
+    spectral_normalize,
 )
 
 _CLOSE_MATCHES = 5
@@ -407,10 +409,11 @@ class TimmDiscriminator(Discriminator):
                " image size)", min=0),
         Option("in_channels", int, 3, "channels of the scored images (6 when input and output are stacked)",
                min=1),
+        SPECTRAL_NORM_OPTION,
     )
 
     def __init__(self, *, backbone: str = "resnet18", pretrained: bool = False, weights: str = "", level: int = 2,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, spectral_norm: bool = False) -> None:
         super().__init__()
         info = self._checked({"backbone": backbone, "pretrained": pretrained, "weights": weights, "level": level,
                               "in_channels": in_channels})
@@ -419,6 +422,8 @@ class TimmDiscriminator(Discriminator):
                                        out_indices=info.indices[:level + 1], kind="discriminator")
         self.head = nn.Conv2d(info.channels[level], 1, 1)
         init_weights(self.head)
+        if spectral_norm:  # the backbone's convs too: pretrained weights keep their direction, scaled
+            spectral_normalize(self)
         self.batch_independent = _batch_independent(self)
 
     @classmethod

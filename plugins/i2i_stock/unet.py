@@ -11,7 +11,8 @@ from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import Generator
 from i2i_stock.layers import (
-    INIT_OPTIONS, batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
+    ANTIALIAS_OPTION, INIT_OPTIONS, BlurDownsample, BlurUpsample, batch_independent, conv_bias, init_weights,
+    norm_layer, norm_option, stage_width)
 
 # Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
 _FIRST_DROPOUT_LEVEL = 4
@@ -25,25 +26,40 @@ _OUTER_DOWN, _OUTER_SUB, _OUTER_UP = 0, 1, 3
 _DOWN, _SUB = 1, 3
 
 
+def _down(channels: int, out: int, bias: bool, antialias: bool) -> nn.Module:
+    """A level's stride-2 conv; anti-aliased, a stride-1 conv then a blurred downsampling (one module, so the
+    level's other indices stay)."""
+    if antialias:
+        return nn.Sequential(nn.Conv2d(channels, out, 3, padding=1, bias=bias), BlurDownsample(out))
+    return nn.Conv2d(channels, out, _KERNEL, stride=2, padding=1, bias=bias)
+
+
+def _up(channels: int, out: int, bias: bool, antialias: bool) -> nn.Module:
+    """A level's transposed conv; anti-aliased, a blurred upsampling then a stride-1 conv."""
+    if antialias:
+        return nn.Sequential(BlurUpsample(channels), nn.Conv2d(channels, out, 3, padding=1, bias=bias))
+    return nn.ConvTranspose2d(channels, out, _KERNEL, stride=2, padding=1, bias=bias)
+
+
 class UnetBlock(nn.Module):
     """One U-Net level: downsample, the inner levels, upsample; all but the outermost concatenate their input."""
 
     def __init__(self, outer: int, inner: int, *, input_channels: int, norm: str, submodule: UnetBlock | None,
-                 outermost: bool, dropout: bool) -> None:
+                 outermost: bool, dropout: bool, antialias: bool = False) -> None:
         super().__init__()
         self.outermost = outermost
         self.innermost = submodule is None and not outermost
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         # The skip connection doubles what the level above hands back up.
         up_in = inner if submodule is None else inner * 2
-        down = nn.Conv2d(input_channels, inner, _KERNEL, stride=2, padding=1, bias=bias)
+        down = _down(input_channels, inner, bias, antialias)
         if outermost:
             # No norm follows the last conv, so it always has a bias; the first conv follows the reference's rule.
-            up = nn.ConvTranspose2d(up_in, outer, _KERNEL, stride=2, padding=1)
+            up = _up(up_in, outer, True, antialias)
             # With downs = 1 an Identity holds the inner levels' slot, so the last conv keeps its index (key).
             layers = [down, submodule or nn.Identity(), nn.ReLU(True), up, nn.Tanh()]
         else:
-            up = nn.ConvTranspose2d(up_in, outer, _KERNEL, stride=2, padding=1, bias=bias)
+            up = _up(up_in, outer, bias, antialias)
             # Not in place (the reference's is): the input is also the skip tensor. The parent's ReLU follows
             # the concatenation, and relu(leaky_relu(x)) == relu(x), so the outputs are the same either way.
             layers = [nn.LeakyReLU(0.2), down]
@@ -91,11 +107,13 @@ class UnetGenerator(Generator):
         Option("dropout", bool, False, "dropout (p = 0.5) in the 8x-wide middle levels, as pix2pix (needs downs >= 6)"),
         Option("in_channels", int, 3, "channels of the input images", min=1),
         Option("out_channels", int, 3, "channels of the output images", min=1),
+        ANTIALIAS_OPTION,
         *INIT_OPTIONS,
     )
 
     def __init__(self, *, downs: int = 8, channels: int = 64, norm: str = "batch", dropout: bool = False,
-                 in_channels: int = 3, out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
+                 in_channels: int = 3, out_channels: int = 3, antialias: bool = False, init: str = "normal",
+                 init_gain: float = 0.02) -> None:
         super().__init__()
         self.size_multiple = 2 ** downs
         self.batch_independent = batch_independent(norm)
@@ -106,7 +124,7 @@ class UnetGenerator(Generator):
             outer = out_channels if outermost else stage_width(channels, level - 1)
             block = UnetBlock(outer, stage_width(channels, level), input_channels=in_channels if outermost else outer,
                               norm=norm, submodule=block, outermost=outermost,
-                              dropout=dropout and _FIRST_DROPOUT_LEVEL <= level < downs - 1)
+                              dropout=dropout and _FIRST_DROPOUT_LEVEL <= level < downs - 1, antialias=antialias)
         self.model = block
         self.feature_widths = (in_channels, *(stage_width(channels, level) for level in range(downs)))
         init_weights(self, init, init_gain)

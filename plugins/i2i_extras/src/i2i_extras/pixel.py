@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 import i2i
-from i2i.api import INIT_OPTIONS, NORM_OPTION, Discriminator, batch_independent, conv_bias, init_weights, norm_layer
+from i2i.api import (INIT_OPTIONS, NORM_OPTION, SPECTRAL_NORM_OPTION, Discriminator, batch_independent, conv_bias,
+                     init_weights, norm_layer, spectral_normalize)
 
 
 class PixelDiscriminator(Discriminator):
@@ -17,11 +18,12 @@ class PixelDiscriminator(Discriminator):
         NORM_OPTION,
         i2i.Option("in_channels", int, 3, "channels of the scored images (6 when input and output are stacked)",
                    min=1),
+        SPECTRAL_NORM_OPTION,
         *INIT_OPTIONS,
     )
 
-    def __init__(self, *, channels: int = 64, norm: str = "instance", in_channels: int = 3, init: str = "normal",
-                 init_gain: float = 0.02) -> None:
+    def __init__(self, *, channels: int = 64, norm: str = "instance", in_channels: int = 3,
+                 spectral_norm: bool = False, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
         bias = conv_bias(norm)
@@ -33,6 +35,8 @@ class PixelDiscriminator(Discriminator):
             nn.Conv2d(channels * 2, 1, 1, bias=bias),
         )
         init_weights(self, init, init_gain)
+        if spectral_norm:
+            spectral_normalize(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw scores (N, 1, H, W), one per pixel."""
