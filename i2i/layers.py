@@ -144,10 +144,15 @@ ANTIALIAS_OPTION = Option(
 
 
 def spectral_normalize(net: nn.Module) -> nn.Module:
-    """Spectral normalization of every conv and linear weight of `net`, in place (after its init)."""
+    """Spectral normalization of every conv and linear weight of `net`, in place (after its init); marks it
+    batch_independent = False."""
     for module in list(net.modules()):
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             nn.utils.parametrizations.spectral_norm(module)
+    # Each training-mode forward advances the power iteration (its vectors u, v are buffers), so one call on a
+    # concatenation of batches is not the same math as a call per batch: methods then call per batch, as the
+    # paper's code scores reals and fakes.
+    net.batch_independent = False
     return net
 
 

@@ -32,8 +32,8 @@ def test_tiny_quickstart_leaves_a_complete_run_folder(cli, tmp_path):
     recipe = tomllib.loads((run / "recipe.toml").read_text())
     # every default written out, overrides applied
     assert recipe["generator"] == {"name": "resnet", "blocks": 1, "channels": 4, "norm": "instance",
-                                   "dropout": False, "in_channels": 3, "out_channels": 3, "init": "normal",
-                                   "init_gain": 0.02}
+                                   "dropout": False, "in_channels": 3, "out_channels": 3, "antialias": False,
+                                   "init": "normal", "init_gain": 0.02}
     assert recipe["loss"]["identity"] == {"name": "l1", "weight": 0.5}
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-00000002", "step-00000004"]
     final = run / "checkpoints" / "step-00000004"

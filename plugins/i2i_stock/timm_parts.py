@@ -422,9 +422,9 @@ class TimmDiscriminator(Discriminator):
                                        out_indices=info.indices[:level + 1], kind="discriminator")
         self.head = nn.Conv2d(info.channels[level], 1, 1)
         init_weights(self.head)
+        self.batch_independent = _batch_independent(self)
         if spectral_norm:  # the backbone's convs too: pretrained weights keep their direction, scaled
             spectral_normalize(self)
-        self.batch_independent = _batch_independent(self)
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:

@@ -96,6 +96,11 @@ class UnetGenerator(Generator):
 
     Encoder features (`encode`, for CUT): layer 0 is the input image, layer k (1 to downs) the output of the k-th
     downsampling (its conv, then its norm); default taps 0 to 4 (down to 1/16 of the image size).
+
+    With `antialias` each level's stride-2 conv is a 3x3 stride-1 conv then a blurred downsampling, and its
+    transposed conv a blurred upsampling then a 3x3 conv, each pair one module in the conv's slot, so the levels'
+    indices (and `down`, `inner`, `encode`) stay. A level's activation comes before its conv (the reference's
+    layout), so the blur still sits between the activation and the subsampling, as in Zhang's BlurPool.
     """
 
     name = "unet"
