@@ -41,6 +41,7 @@ TINY_PATCHGAN = ["--set", "discriminator.channels=4", "--set", "discriminator.la
 SETTINGS = {
     "cyclegan": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "buffer.size=3"],
     "quickstart": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "buffer.size=3"],
+    "cyclegan_fast": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "buffer.size=3"],
     "cut": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "method.num_patches=8", "--set",
             "method.head_channels=8"],
     "fastcut": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "method.num_patches=8", "--set",
