@@ -3,6 +3,7 @@
     python benchmarks/quality_maps.py                      # paper vs fast recipe, 1200 steps, scored every 200
     python benchmarks/quality_maps.py --steps 400 --jobs 2 # shorter, both runs at once (threads split)
     python benchmarks/quality_maps.py --score runs/ablation/*  # score finished runs (e.g. a sweep's) the same way
+    python benchmarks/quality_maps.py --timing 40 --threads 1  # s/step of each recipe, alternated runs
 
 Protocol (issue 18), on a pix2pix-style paired folder (`--data`, default ../shared/data/maps: 1200x600 JPEGs,
 aerial photo | map):
@@ -36,6 +37,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -213,6 +215,34 @@ def train(name: str, recipe: str, sets: list[str], args: argparse.Namespace, dat
     return out
 
 
+def timing(races: list[tuple[str, str, list[str]]], args: argparse.Namespace, data: Path, threads: int) -> None:
+    """Seconds per step of each recipe under the protocol: --timing steps per run, recipes alternated, repeated."""
+    found: dict[str, list[float]] = {name: [] for name, _, _ in races}
+    for repeat in range(args.repeats):
+        for name, recipe, sets in races:
+            out = args.work / "timing" / name
+            command = [sys.executable, "-m", "i2i", "run", recipe, "--out", str(out), "--overwrite",
+                       "--set", f"data.root={data}", "--set", f"data.load_size={args.load}",
+                       "--set", f"data.crop_size={args.size}", "--set", "data.workers=0",
+                       "--set", f"train.max_steps={args.timing}", "--set", "train.checkpoint_every=0",
+                       "--set", f"train.log_every={args.timing // 4}", "--set", "train.samples=0",
+                       "--set", f"run.device={args.device}", *[x for item in sets for x in ("--set", item)]]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            if done.returncode:
+                raise SystemExit(f"[{name}] timing run failed: {done.stderr.strip().splitlines()[-1]}")
+            times = sorted(elapsed_by_step(out).items())
+            # from the first log point on: start-up and the first steps' allocations left out
+            (first_step, first), (last_step, last) = times[0], times[-1]
+            found[name].append((last - first) / (last_step - first_step))
+    base = statistics.median(found[PAPER])
+    print(f"s/step, median of {args.repeats} alternated runs of {args.timing} steps, {threads} thread(s):")
+    for name, values in found.items():
+        median = statistics.median(values)
+        print(f"  {name:>12}: {median:.3f} s/step ({', '.join(f'{v:.3f}' for v in values)}),"
+              f" {base / median:.2f}x the paper recipe's speed")
+
+
 # -- report --------------------------------------------------------------------------------------------------
 
 
@@ -288,6 +318,9 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="the shuffle that splits train/ into A and B")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (threads are split)")
     parser.add_argument("--threads", type=int, default=0, help="threads per run (default: CPUs / jobs)")
+    parser.add_argument("--timing", type=int, default=0, metavar="STEPS",
+                        help="only time each recipe: STEPS-step runs, alternated, --repeats times; s/step and ratios")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--paper-only", action="store_true", help="train and score only the paper recipe")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--raw", action="store_true", help="score the trained weights, not their EMA average")
@@ -306,6 +339,7 @@ def main() -> None:
           f"{100 * hard.float().mean():.1f}%")
 
     if args.score:
+        args.score = [run for run in args.score if RunFolder.is_run(run)]  # a sweep folder's logs/ etc. are not
         results = [Result(run.name, "", []) for run in args.score]
         for result, run in zip(results, args.score):
             result.points = score_run(run, inputs, truths, hard, args.raw)
@@ -314,6 +348,9 @@ def main() -> None:
         if not args.paper_only:
             races += [parse_recipe(r) for r in (args.recipe or ["fast=recipes/cyclegan_fast.toml"])]
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+        if args.timing:
+            timing(races, args, data, threads)
+            return
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             runs = list(pool.map(lambda race: train(*race, args, data, threads), races))
         results = [Result(name, recipe, sets) for name, recipe, sets in races]
