@@ -12,8 +12,8 @@ from typing import Callable, Iterator
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -353,6 +353,123 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     if os.environ.get("RANK", "0") != "0":
         return  # every process of a torchrun run would repeat rank 0's warnings
     stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def byte_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar for `bytes done of total` callbacks: size, speed and ETA (a total of None: size only)."""
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+    task = bar.add_task(label, total=None)
+
+    def show(done: int, total: int | None) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield show
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+@cli.group()
+def download() -> None:
+    """Fetch the standard datasets, published generators and FID Inception weights (resumable, verified).
+
+    Everything goes into the cache (~/.cache/i2i, or $I2I_CACHE) unless --root is given; a second call finds it
+    there and fetches nothing. --url BASE (or $I2I_DOWNLOAD_URL) fetches from a mirror that keeps upstream's paths.
+    """
+
+
+def download_options(command: Callable) -> Callable:
+    """--root, --url and --sha256, which every `i2i download` command takes."""
+    command = click.option("--sha256", default="", metavar="HEX",
+                           help="The digest the file must have (pins one where the catalogue has none).")(command)
+    command = click.option("--url", default=None, metavar="BASE",
+                           help="Fetch from this mirror instead of upstream, keeping upstream's paths (also"
+                                " $I2I_DOWNLOAD_URL).")(command)
+    return click.option("--root", type=click.Path(path_type=Path), default=None, metavar="DIR",
+                        help="Folder to download into (default: the cache, ~/.cache/i2i or $I2I_CACHE).")(command)
+
+
+def _report_download(result, what: str, next_label: str) -> None:
+    """The lines after a download: where it is, what was checked, the command that uses it."""
+    def say(text: str) -> None:
+        stdout.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    detail = f": {result.detail}" if result.detail else ""
+    if result.cached:
+        say(f"{what} {result.entry.qualified} is already in {result.path} (nothing fetched){detail}")
+    else:
+        from i2i.download.transfer import human_size
+
+        fetched = result.fetched
+        resumed = f", resumed at {human_size(fetched.resumed_from)}" if fetched.resumed_from else ""
+        say(f"downloaded {what} {result.entry.qualified} ({human_size(fetched.size)}{resumed}) into"
+            f" {result.path}{detail}")
+        if result.pinned:
+            kind = "sha256" if len(result.pinned) == 64 else "sha256 prefix"
+            say(f"verified: {kind} {result.pinned} matches")
+        else:
+            say(f"sha256 {fetched.sha256} (upstream publishes none: pin this one next time with --sha256"
+                f" {fetched.sha256})")
+    say(f"{next_label}: {result.next_step}")
+
+
+@download.command(name="dataset")
+@click.argument("name")
+@download_options
+def download_dataset(name: str, root: Path | None, url: str | None, sha256: str) -> None:
+    """Fetch dataset NAME (e.g. horse2zebra, pix2pix/facades) in the layout `i2i run` trains on."""
+    from i2i.download import download_dataset as fetch_dataset
+
+    with byte_progress(name) as show:
+        result = fetch_dataset(name, root, url, sha256, show)
+    _report_download(result, "dataset", "train on it")
+
+
+@download.command(name="model")
+@click.argument("name")
+@download_options
+def download_model(name: str, root: Path | None, url: str | None, sha256: str) -> None:
+    """Fetch published generator NAME (e.g. horse2zebra, pix2pix/edges2shoes), converted to .safetensors."""
+    from i2i.download import download_model as fetch_model
+
+    with byte_progress(name) as show:
+        result = fetch_model(name, root, url, sha256, show)
+    _report_download(result, "model", "translate with")
+
+
+@download.command(name="inception")
+@click.option("--kind", type=click.Choice(["fid", "torchvision"]), default="fid", show_default=True,
+              help="fid: the TF-Inception of pytorch-fid/torch-fidelity (FIDs comparable with papers);"
+                   " torchvision: torchvision's ImageNet Inception v3.")
+@download_options
+def download_inception(kind: str, root: Path | None, url: str | None, sha256: str) -> None:
+    """Fetch the Inception weights `i2i evaluate` computes FID and KID with."""
+    from i2i.download import download_inception as fetch_inception
+
+    with byte_progress(f"inception ({kind})") as show:
+        result = fetch_inception(kind, root, url, sha256, show)
+    _report_download(result, "Inception weights", "evaluate with")
+
+
+@download.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(["dataset", "model", "inception"]))
+def download_list(kind: str | None) -> None:
+    """List what `i2i download` can fetch (of one KIND), with upstream's URL."""
+    from i2i.download import KINDS, entries
+
+    table = Table(box=None, header_style="bold")
+    for column in ("kind", "name", "layout", "url"):
+        table.add_column(column, overflow="fold")
+    for k in [kind] if kind else KINDS:
+        for entry in entries(k):
+            table.add_row(k, entry.qualified, entry.layout or entry.protocol, entry.url)
+    stdout.print(table)
+
 
 
 def main(argv: list[str] | None = None) -> None:
