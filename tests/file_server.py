@@ -25,6 +25,7 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
+        self.announce: dict[str, int] = {}  # a Content-Length to claim for a path instead of its true length
         self.served = Served()
         self.lock = threading.Lock()
         owner = self
@@ -75,12 +76,15 @@ class FileServer:
             handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             handler.send_response(200)
-        handler.send_header("Content-Length", str(len(body) - start))
+        handler.send_header("Content-Length", str(self.announce.get(path, len(body) - start)))
         handler.send_header("Content-Type", "application/octet-stream")
         handler.end_headers()
         chunk = body[start:] if cut is None else body[start:start + cut]
-        handler.wfile.write(chunk)
-        handler.wfile.flush()
+        try:
+            handler.wfile.write(chunk)
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. it refused the size)
+            return
         with self.lock:
             self.served.sent[path] = self.served.sent.get(path, 0) + len(chunk)
         if cut is not None:

@@ -254,6 +254,13 @@ def test_a_missing_file_and_a_refused_connection_end_in_one_line(cli, server, tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_download_larger_than_the_free_disk_space_is_refused_before_writing(cli, server, tmp_path):
+    server.files[H2Z], server.announce[H2Z] = horse2zebra_zip(), 10**16  # 10 PB: more than any test disk has
+    line = error_line(cli("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url))
+    assert f"not enough disk space in {tmp_path / '.downloads'}: the download needs 10000.0 TB more" in line
+    assert files_under(tmp_path) == []
+
+
 def test_an_archive_reaching_outside_its_folder_is_refused(cli, server, tmp_path):
     root = tmp_path / "root"
     server.files[H2Z] = zip_bytes({"horse2zebra/trainA/0.png": noise_png(0), "../../evil.txt": b"owned"})

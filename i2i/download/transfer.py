@@ -45,11 +45,12 @@ class Fetched:
 
 def human_size(size: float) -> str:
     """`size` bytes as e.g. 1.5 GB (decimal units, as download sizes are usually given)."""
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+    units = ("bytes", "kB", "MB", "GB", "TB")
+    power = 0
+    while abs(size) >= 1000 and power < len(units) - 1:
         size /= 1000
-    return f"{size:.1f} GB"
+        power += 1
+    return f"{size:.0f} bytes" if power == 0 else f"{size:.1f} {units[power]}"
 
 
 def file_sha256(path: Path) -> str:
