@@ -300,7 +300,12 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
               help="Dataset folder (default: the run's data.root, or its synthetic data).")
 @click.option("--split", default="test", show_default=True, help="Which split to measure on (test/, testA/...).")
 @click.option("--inception-weights", type=click.Path(path_type=Path), metavar="FILE",
-              help="torchvision's inception_v3 weights (.pth or .safetensors) for FID and KID; never downloaded.")
+              help="Inception weights (.pth or .safetensors) for FID and KID (default: those `i2i download inception`"
+                   " put in the cache, if there); never downloaded here.")
+@click.option("--fid", type=click.Choice(["standard", "torchvision"]), default=None,
+              show_default="standard, or what --inception-weights holds",
+              help="FID/KID protocol: standard (the TF-Inception of pytorch-fid/torch-fidelity: comparable with"
+                   " published FIDs) or torchvision (torchvision's ImageNet Inception v3: not comparable).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
               help="Images translated together.")
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="the recipe's crop",
@@ -308,16 +313,17 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
 @checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @raw_option
-def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, batch_size: int,
-             size: int | None, device: str, which: str | None, raw: bool) -> None:
+def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, fid: str | None,
+             batch_size: int, size: int | None, device: str, which: str | None, raw: bool) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
-    from i2i.evaluate import evaluate as run_evaluation
+    from i2i.cache import inception_path
+    from i2i.evaluate import download_command, evaluate as run_evaluation
     from i2i.inference import weights_note
 
     with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
                                 batch_size=batch_size, device=device, size=size, on_progress=show, which=which,
-                                raw=raw)
+                                raw=raw, fid=fid)
     columns = [c for c in ("images", "l1", "psnr", "ssim", "cycle_l1", "fid", "kid", "kid_std")
                if any(c in m for m in report["metrics"].values())]
     table = Table(box=None, header_style="bold")
@@ -331,6 +337,13 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
                  f" ({report['data']['dataset']}{', ' + report['data']['root'] if report['data']['root'] else ''})",
                  highlight=False, markup=False, soft_wrap=True)
     stdout.print(table)
+    if report["features"]:
+        stdout.print(report["features"], highlight=False, markup=False, soft_wrap=True)
+    else:  # no weights given and none downloaded: say how to get FID/KID
+        protocol = fid or "standard"
+        stderr.print(f"note: no FID/KID: no Inception weights of the {protocol} protocol in"
+                     f" {inception_path(protocol)}; get them with `{download_command(protocol)}` or pass"
+                     " --inception-weights FILE", highlight=False, markup=False, soft_wrap=True)
     stdout.print(f"metrics: {Path(report['run']) / 'metrics.json'}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -394,8 +407,12 @@ def download_options(command: Callable) -> Callable:
                         help="Folder to download into (default: the cache, ~/.cache/i2i or $I2I_CACHE).")(command)
 
 
-def _report_download(result, what: str, next_label: str) -> None:
-    """The lines after a download: where it is, what was checked, the command that uses it."""
+def _download(label: str, fetch: Callable, what: str, next_label: str) -> None:
+    """Run `fetch(show_progress)` under a byte progress bar, then say where the result is, what was checked and the
+    command that uses it (`next_label: ...`)."""
+    with byte_progress(label) as show:
+        result = fetch(show)
+
     def say(text: str) -> None:
         stdout.print(text, highlight=False, markup=False, soft_wrap=True)
 
@@ -425,9 +442,7 @@ def download_dataset(name: str, root: Path | None, url: str | None, sha256: str)
     """Fetch dataset NAME (e.g. horse2zebra, pix2pix/facades) in the layout `i2i run` trains on."""
     from i2i.download import download_dataset as fetch_dataset
 
-    with byte_progress(name) as show:
-        result = fetch_dataset(name, root, url, sha256, show)
-    _report_download(result, "dataset", "train on it")
+    _download(name, lambda show: fetch_dataset(name, root, url, sha256, show), "dataset", "train on it")
 
 
 @download.command(name="model")
@@ -437,9 +452,7 @@ def download_model(name: str, root: Path | None, url: str | None, sha256: str) -
     """Fetch published generator NAME (e.g. horse2zebra, pix2pix/edges2shoes), converted to .safetensors."""
     from i2i.download import download_model as fetch_model
 
-    with byte_progress(name) as show:
-        result = fetch_model(name, root, url, sha256, show)
-    _report_download(result, "model", "translate with")
+    _download(name, lambda show: fetch_model(name, root, url, sha256, show), "model", "translate with")
 
 
 @download.command(name="inception")
@@ -451,9 +464,8 @@ def download_inception(kind: str, root: Path | None, url: str | None, sha256: st
     """Fetch the Inception weights `i2i evaluate` computes FID and KID with."""
     from i2i.download import download_inception as fetch_inception
 
-    with byte_progress(f"inception ({kind})") as show:
-        result = fetch_inception(kind, root, url, sha256, show)
-    _report_download(result, "Inception weights", "evaluate with")
+    _download(f"inception ({kind})", lambda show: fetch_inception(kind, root, url, sha256, show),
+              "Inception weights", "evaluate with")
 
 
 @download.command(name="list")

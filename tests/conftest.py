@@ -38,6 +38,18 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty download cache ($I2I_CACHE), so a developer's real cache (e.g. Inception weights
+    that `i2i evaluate` would pick up) never changes a result. Module-scoped fixtures run before it."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("I2I_CACHE", str(cache))
+    # and no test reaches the internet through `i2i download`: its default mirror is a closed port on 127.0.0.1
+    # (the download tests point --url or $I2I_DOWNLOAD_URL at their own server on 127.0.0.1)
+    monkeypatch.setenv("I2I_DOWNLOAD_URL", "http://127.0.0.1:9")
+    return cache
+
+
 @dataclass
 class Result:
     """What a CLI call returned."""

@@ -163,16 +163,19 @@ def test_fid_kid_plumbing_with_a_tiny_feature_network(cli, cycle_run: Path, unpa
     weights.write_bytes(b"stand-in")
     loaded = []
 
-    def tiny(path: Path) -> nn.Module:
+    def tiny(path: Path, protocol: str | None = None, **_) -> nn.Module:
         loaded.append(Path(path))
-        return TinyFeatures()
+        features = TinyFeatures()
+        features.protocol = "torchvision"  # what load_inception's networks say they measure
+        return features
 
     monkeypatch.setattr("i2i.evaluate.load_inception", tiny)
     result = cli("evaluate", cycle_run, "--data", unpaired_data, "--inception-weights", weights)
     assert result.code == 0, result.err
     assert loaded == [weights]
     saved = json.loads((cycle_run / "metrics.json").read_text())
-    assert saved["features"] == f"torchvision inception_v3, weights {weights}"
+    assert saved["features"] == (f"FID protocol: torchvision (ImageNet Inception v3 of torchvision, weights {weights}):"
+                                 " NOT comparable with published FIDs")
     for direction in ("AtoB", "BtoA"):
         found = saved["metrics"][direction]
         assert {"cycle_l1", "fid", "kid", "kid_std"} <= set(found)
@@ -260,5 +263,7 @@ def test_errors_are_one_line(cli, cycle_run: Path, unpaired_data: Path, tmp_path
     assert f"{wrong} is not torchvision's inception_v3 state dict" in line and "inception_v3_google" in line
     fid_style = tmp_path / "pt_inception.pth"
     torch.save({"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}, fid_style)
-    assert "1008 classes" in error_line(cli("evaluate", cycle_run, "--inception-weights", fid_style))
+    # the TF-Inception's layout (1008 classes) for the torchvision protocol; tests/test_fid_standard.py has the rest
+    line = error_line(cli("evaluate", cycle_run, "--fid", "torchvision", "--inception-weights", fid_style))
+    assert "1008 classes" in line and "i2i download inception --kind torchvision" in line
     assert not (empty / "metrics.json").exists()

@@ -9,7 +9,6 @@ of one line that names the URL or file and says what to do.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import shutil
@@ -21,9 +20,10 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from i2i.digests import file_sha256
 from i2i.errors import I2IError, first_line
 
-__all__ = ["CHUNK", "Fetched", "fetch", "file_sha256", "human_size"]
+__all__ = ["CHUNK", "Fetched", "fetch", "human_size"]
 
 CHUNK = 1 << 20  # bytes per read: small enough for a smooth progress bar, large enough to cost nothing
 #: seconds to wait for a connection, and for each read of the body
@@ -51,15 +51,6 @@ def human_size(size: float) -> str:
         size /= 1000
         power += 1
     return f"{size:.0f} bytes" if power == 0 else f"{size:.1f} {units[power]}"
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(url: str, dest: Path, sha256: str = "", size: int | None = None,

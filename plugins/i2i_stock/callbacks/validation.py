@@ -8,15 +8,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from i2i.cache import inception_path
 from i2i.checkpoint import copy_checkpoint
 from i2i.errors import I2IError
-from i2i.evaluate import DIRECTIONS, LOWER_IS_BETTER, check_measurable, improves, load_inception, \
-    measure_held_out, metric_names
+from i2i.evaluate import DIRECTIONS, FID_PROTOCOLS, LOWER_IS_BETTER, check_measurable, download_command, improves, \
+    load_inception, measure_held_out, metric_names
 from i2i.options import Option
 from i2i.parts import Callback, TrainingContext
 from i2i.rundir import BEST
 
-_WHAT = "set callback.validation.inception_weights for FID and KID, or validate on paired data"
+_WHAT = ("set callback.validation.inception_weights (a file, or \"downloaded\") for FID and KID, or validate on"
+         " paired data")
+#: inception_weights naming the file `i2i download inception` put in the cache for the fid protocol
+DOWNLOADED = "downloaded"
 
 
 class Validation(Callback):
@@ -33,16 +37,19 @@ class Validation(Callback):
         Option("split", str, "test", "the dataset's held-out split to measure on"),
         Option("images", int, 0, "at most this many held-out images per direction (0: all)", min=0),
         Option("batch_size", int, 8, "images translated together", min=1),
-        Option("inception_weights", str, "", "torchvision's inception_v3 weights file for FID and KID (\"\": none),"
-               " as i2i evaluate --inception-weights"),
+        Option("inception_weights", str, "", "Inception weights file for FID and KID, as i2i evaluate"
+               " --inception-weights (\"\": none; \"downloaded\": the one `i2i download inception` cached)"),
+        Option("fid", str, "auto", "FID/KID protocol: standard (TF-Inception, comparable with published FIDs),"
+               " torchvision, or auto (the weights file's layout; standard for \"downloaded\")",
+               choices=("auto", *FID_PROTOCOLS)),
         Option("keep_best", str, "", "DIRECTION.METRIC to keep checkpoints/best by, e.g. AtoB.l1, BtoA.psnr,"
                " AtoB.fid (\"\": none); lower or higher is better as the metric says"),
     )
 
     def __init__(self, *, every: int = 0, split: str = "test", images: int = 0, batch_size: int = 8,
-                 inception_weights: str = "", keep_best: str = "") -> None:
+                 inception_weights: str = "", fid: str = "auto", keep_best: str = "") -> None:
         self.every, self.split, self.images, self.batch_size = every, split, images, batch_size
-        self.inception_weights = inception_weights
+        self.inception_weights, self.fid = inception_weights, fid
         self.direction, _, self.metric = keep_best.partition(".")
         self.feature: torch.nn.Module | None = None
         self.best: float | None = None  # the watched value of checkpoints/best, and its step
@@ -53,10 +60,16 @@ class Validation(Callback):
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
         """keep_best names a direction and a metric; FID and KID need the Inception weights file."""
-        keep, weights = options["keep_best"], options["inception_weights"]
-        if weights and not Path(weights).expanduser().is_file():
-            raise I2IError(f"inception_weights = {weights!r} is not a file: pass torchvision's inception_v3 weights"
-                           " (.pth or .safetensors)")
+        keep, weights, fid = options["keep_best"], options["inception_weights"], options["fid"]
+        if weights == DOWNLOADED:
+            if not _downloaded(fid).is_file():
+                protocol = "standard" if fid == "auto" else fid
+                raise I2IError(f"inception_weights = \"{DOWNLOADED}\": no Inception weights of the {protocol} FID"
+                               f" protocol in {_downloaded(fid)}; get them with `{download_command(protocol)}` (or"
+                               " set callback.validation.inception_weights to a file)")
+        elif weights and not Path(weights).expanduser().is_file():
+            raise I2IError(f"inception_weights = {weights!r} is not a file: pass the Inception weights (.pth or"
+                           f" .safetensors), or \"{DOWNLOADED}\" for those `i2i download inception` fetched")
         if not keep:
             return
         direction, _, metric = keep.partition(".")
@@ -64,8 +77,8 @@ class Validation(Callback):
             raise I2IError(f"keep_best = {keep!r} is not DIRECTION.METRIC: DIRECTION is one of {', '.join(DIRECTIONS)},"
                            f" METRIC one of {', '.join(LOWER_IS_BETTER)} (e.g. AtoB.l1)")
         if metric in ("fid", "kid") and not weights:
-            raise I2IError(f"keep_best = {keep!r} needs FID/KID, which need inception_weights = FILE (torchvision's"
-                           " inception_v3 weights)")
+            raise I2IError(f"keep_best = {keep!r} needs FID/KID, which need inception_weights = FILE (or"
+                           f" \"{DOWNLOADED}\": the weights `i2i download inception` fetched)")
 
     def on_setup(self, context: TrainingContext) -> None:
         """Refuse, before anything is written, a split the data lacks or a keep_best metric it cannot give."""
@@ -84,7 +97,9 @@ class Validation(Callback):
                 raise I2IError(f"[callback.validation] keep_best = {self.direction + '.' + self.metric!r} cannot be"
                                f" measured: {why}")
         if features and context.is_main:
-            self.feature = load_inception(self.inception_weights).to(context.device)
+            weights = _downloaded(self.fid) if self.inception_weights == DOWNLOADED else self.inception_weights
+            self.feature = load_inception(weights, None if self.fid == "auto" else self.fid,
+                                          source="[callback.validation] inception_weights").to(context.device)
 
     def on_step_end(self, context: TrainingContext, losses: dict[str, Tensor]) -> None:
         """Validate on every `every`-th step and the last (before that step's log point and checkpoint)."""
@@ -137,3 +152,8 @@ class Validation(Callback):
         with context.evaluation_weights(), torch.random.fork_rng(devices=cuda), torch.no_grad():
             return measure_held_out(generators, context.dataset, self.split, self.batch_size, context.device,
                                     self.feature, images=self.images)
+
+
+def _downloaded(fid: str) -> Path:
+    """The weights `i2i download inception` keeps for option `fid` ("auto": the standard protocol's)."""
+    return inception_path("standard" if fid == "auto" else fid)
