@@ -36,6 +36,11 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+#: generator-file metadata: the i2i.values.ValueMap (JSON) of its input ("A") and output ("B") pixel values; absent
+#: for the 8-bit RGB pipeline
+VALUES_KEY = "i2i.values"
+
+
 def part_metadata(kind: str, name: str, options: dict[str, Any]) -> dict[str, str]:
     """safetensors metadata that lets a network be rebuilt from its file alone."""
     return {"i2i.kind": kind, "i2i.name": name, "i2i.options": json.dumps(options, sort_keys=True)}

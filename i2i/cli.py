@@ -169,17 +169,20 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
               help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Images of equal size translated together.")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "npy", "jpeg"]), default=None,
+              show_default="each input's own", help="Write every output in this format.")
 @checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @raw_option
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
-              batch_size: int, device: str, which: str | None, raw: bool) -> None:
+              batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
     from i2i.inference import translate as run_translation
 
     with counting_progress("translate") as show:
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
-                                 batch_size=batch_size, device=device, on_progress=show, which=which, raw=raw)
+                                 batch_size=batch_size, device=device, on_progress=show, which=which, raw=raw,
+                                 fmt=fmt)
     skipped = f", {len(result.skipped)} skipped (see the warnings above)" if result.skipped else ""
     count = len(result.written)
     weights = f" with the {result.weights}" if result.weights else ""

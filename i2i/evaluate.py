@@ -557,11 +557,18 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
     checkpoint = folder.checkpoint(which)  # a run without a complete checkpoint fails here with the fix
     target = resolve_device(device, "--device")
     features_used = None if feature is None else type(feature).__name__
+    table = folder.read_recipe().get("data", {})
+    rgb = _rgb_data(table)
+    if not rgb and (inception_weights is not None or feature is not None):
+        # Inception takes RGB photos: grayscale or multispectral data has no meaningful FID
+        raise I2IError(f"FID and KID take RGB images, but this run's data is not 3-channel (data.channels ="
+                       f" {table.get('channels')}, data.channels_b = {table.get('channels_b')}): evaluate without"
+                       " --inception-weights (L1, PSNR and SSIM are measured on the data's own value range)")
     fix = "pass --inception-weights for FID and KID, or evaluate on paired data"
     if feature is None:
         given = inception_weights is not None
         weights = Path(inception_weights).expanduser() if given else inception_path(fid or "standard")
-        if given or weights.is_file():
+        if rgb and (given or weights.is_file()):  # downloaded weights serve RGB runs only
             source = "--inception-weights" if given else "the downloaded Inception weights"
             feature = load_inception(weights, fid, source=source)  # before anything slow: a bad file fails at once
             features_used = fid_protocol_note(feature.protocol, weights)
@@ -571,7 +578,6 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
                    " paired data")
     if feature is not None:
         feature = feature.to(target).eval()
-    table = folder.read_recipe().get("data", {})
     dataset = _dataset(table, data, split, size, recipe_file)
     directions = _directions(checkpoint)
     check_measurable(dataset, split, directions, feature is not None, fix)  # before the generators load
@@ -595,6 +601,13 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     return report
+
+
+def _rgb_data(table: dict[str, Any]) -> bool:
+    """Whether a run's [data] table describes 3-channel images in both domains (the default)."""
+    a = table.get("channels", 3)
+    b = table.get("channels_b", 0) or a
+    return a == 3 and b == 3
 
 
 def _finite(value: float) -> float | int | None:

@@ -1,22 +1,30 @@
-"""Reading image files, listing image folders and the training transforms: the core's one image reader.
+"""Reading and writing image files, listing image folders and the training transforms: the core's image I/O.
 
-Every part of i2i that reads an image file (datasets, `i2i translate`, `i2i evaluate`) goes through
-`read_image`, so bad inputs (a truncated file, a directory, a named pipe, a 16-bit PNG, EXIF rotation) are
-handled the same everywhere and fail with one line naming the file. Augmentation randomness comes from torch's
-global RNG, so seeding torch (and the DataLoader's per-worker seeding) makes runs repeatable.
+Two readers, for two pipelines. `read_image` gives every file as 8-bit PIL RGB, for the RGB pipeline (16-bit
+and float pixels scaled to 0..255, grayscale repeated into three channels). `read_array` gives the pixels as an
+(H, W, C) numpy array in the file's own depth and channel count (16-bit grayscale MR/CT slices, N-band TIFFs,
+.npy arrays), and `write_array` writes such an array back without losing either. Every part of i2i that reads an
+image file (datasets, `i2i translate`, `i2i evaluate`) goes through one of the two, so bad inputs (a truncated
+file, a directory, a named pipe, an unsupported dtype, EXIF rotation) are handled the same everywhere and fail
+with one line naming the file. Augmentation randomness comes from torch's global RNG, so seeding torch (and the
+DataLoader's per-worker seeding) makes runs repeatable.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import png  # pypng: PIL reduces 16-bit RGB/RGBA/LA PNGs to 8 bits, pypng reads and writes them whole
+import tifffile
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
@@ -26,16 +34,25 @@ from torchvision.transforms.v2 import functional as F
 from i2i.errors import I2IError
 
 __all__ = [
+    "ARRAY_EXTENSIONS",
+    "ARRAY_FORMATS",
     "IMAGE_EXTENSIONS",
     "ImageFiles",
     "image_opens",
     "list_images",
+    "read_array",
     "read_image",
     "transform_image",
     "transform_images",
+    "write_array",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: what `read_array` reads: the image files and numpy's .npy arrays
+ARRAY_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)
+#: the `write_array` format for each file extension
+ARRAY_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".jpg": "jpeg", ".jpeg": "jpeg",
+                 ".bmp": "bmp", ".webp": "webp", ".ppm": "ppm", ".pgm": "ppm"}
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading
@@ -154,11 +171,274 @@ def _sentence(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Reading arrays: the file's own depth and channels
+
+# The integer dtypes read_array returns; float16 and float64 come as float32, the one float dtype downstream.
+_INTEGER_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32))
+_ACCEPTED = "uint8, uint16, int16, int32, float16, float32 or float64"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# TIFF photometrics whose samples are the pixel values; palette, YCbCr, CMYK and Lab go through PIL, into RGB.
+_TIFF_DIRECT = (tifffile.PHOTOMETRIC.MINISWHITE, tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+
+
+def read_array(path: Path | str) -> np.ndarray:
+    """Decode the image or .npy file at `path` as an (H, W, C) array in the file's own dtype; else raise I2IError.
+
+    Grayscale gives C = 1, RGB C = 3, a TIFF of N bands or N pages C = N (every axis but Y and X becomes C).
+    The dtype is uint8, uint16, int16, int32 or float32 (float16 and float64 files come as float32). A .npy file
+    holds (H, W) or (H, W, C), channels last: a (C, H, W) array would read as C rows. As in `read_image`,
+    transparency is flattened onto white, palettes become RGB and EXIF (or TIFF) orientation is applied; what
+    PIL warns about is warned again naming the file.
+    """
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    try:
+        with _open_file(path) as file, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if os.fstat(file.fileno()).st_size == 0:
+                raise ValueError("the file is empty (0 bytes)")  # said the same way for every format
+            if suffix == ".npy":
+                array = _npy_array(file)
+            elif suffix in (".tif", ".tiff"):
+                array = _tiff_array(file, os.path.basename(path))
+            else:
+                array = _image_array(file)
+            array = np.ascontiguousarray(array, dtype=_pixel_dtype(array.dtype))
+    except Exception as exc:  # numpy, tifffile, pypng and PIL each raise their own types for bad files
+        raise I2IError(f"cannot read image {path}: {_reason(exc, path)}") from exc
+    for message in dict.fromkeys(_sentence(str(w.message)) for w in caught):
+        warnings.warn(f"{path}: {message}", stacklevel=2)
+    return array
+
+
+def _pixel_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype read_array returns for pixels stored as `dtype` (in native byte order); else ValueError."""
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return np.dtype(np.float32)
+    if dtype.kind in "ui" and dtype.newbyteorder("=") in _INTEGER_DTYPES:
+        return dtype.newbyteorder("=")
+    name = "structured" if dtype.fields else dtype.name
+    raise ValueError(f"{name} pixels are not supported: the dtype must be {_ACCEPTED}")
+
+
+def _npy_array(file: BinaryIO) -> np.ndarray:
+    """A .npy array as (H, W, C). The header is checked first, so an object array is refused without unpickling
+    anything and a truncated file is named as such."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+    else:  # 3.0 only differs for structured dtypes with non-latin-1 field names, which are refused anyway
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
+    _pixel_dtype(dtype)
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise ValueError(f"a {dtype.name} array of shape {shape} is not an image: .npy images are (H, W) or"
+                         " (H, W, C), channels last")
+    needed = math.prod(shape) * dtype.itemsize
+    if os.fstat(file.fileno()).st_size - file.tell() < needed:
+        raise ValueError(f"the file is truncated (its {dtype.name} array of shape {shape} needs {needed} bytes of"
+                         " data)")
+    file.seek(0)
+    array = np.load(file, allow_pickle=False)
+    return array.reshape(shape[0], shape[1], -1)
+
+
+def _tiff_array(file: BinaryIO, name: str) -> np.ndarray:
+    """A TIFF's first series as (H, W, C): samples, planes and pages all become channels."""
+    # name: tifffile takes a file's name from the object, and a file opened from a descriptor has none
+    with tifffile.TiffFile(file, name=name) as tiff:
+        if not tiff.series:
+            raise ValueError("the TIFF holds no image")
+        series = tiff.series[0]
+        page = series.keyframe
+        data = None
+        if page.photometric in _TIFF_DIRECT:
+            try:
+                data = series.asarray()
+            except Exception as exc:
+                # tifffile decodes only deflate, LZMA and PackBits itself; LZW and JPEG need imagecodecs. PIL
+                # decodes those too, but keeps only one page of at most 4 samples, and colour at 8 bits.
+                if "imagecodecs" not in str(exc):
+                    raise
+                if series.axes not in ("YX", "YXS") or page.samplesperpixel not in (1, 3) or (
+                        page.samplesperpixel == 3 and page.bitspersample > 8):
+                    compression = getattr(page.compression, "name", page.compression)
+                    raise ValueError(f"its {compression} compression needs the imagecodecs package (pip install"
+                                     " imagecodecs), or save it uncompressed or with deflate compression") from exc
+        axes, photometric, bits = series.axes, page.photometric, page.bitspersample
+        orientation = page.tags.get(274)  # TIFF's own orientation tag, the one EXIF copies
+        orientation = int(orientation.value) if orientation is not None else 1
+        stored = series.dtype
+    if data is None:
+        file.seek(0)
+        array = _pil_array(file)  # its EXIF orientation is the TIFF tag, applied there
+        # PIL widens signed 16-bit to 32-bit: back to the file's own dtype
+        if array.dtype.kind in "iu" and stored.kind in "iu" and stored.itemsize < array.dtype.itemsize:
+            array = array.astype(stored.newbyteorder("="))
+        return array
+    if "Y" not in axes or "X" not in axes:
+        raise ValueError(f"the TIFF's first image has axes {axes}, not Y and X")
+    data = np.moveaxis(data, (axes.index("Y"), axes.index("X")), (0, 1))
+    data = data.reshape(data.shape[0], data.shape[1], -1)
+    if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+        # 0 is white in these (fax-style scans): inverted so that larger is brighter, as PIL shows them
+        if data.dtype == np.bool_:
+            data = ~data
+        elif data.dtype.kind == "u":
+            data = data.dtype.type((1 << bits) - 1) - data
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8) * 255  # bilevel: black and white as 0 and 255, like PIL's mode "1"
+    return _orient(data, orientation)
+
+
+def _image_array(file: BinaryIO) -> np.ndarray:
+    """PNG and every other PIL format as (H, W, C); 16-bit colour PNGs through pypng."""
+    head = file.read(26)
+    file.seek(0)
+    # The PNG header's bit depth (byte 24) and colour type (byte 25: 2 RGB, 4 gray + alpha, 6 RGBA). PIL reduces
+    # these three to 8 bits; 16-bit gray (type 0) it reads whole, and faster than pypng's pure-python filters.
+    deep_colour = head[24:26] in (b"\x10\x02", b"\x10\x04", b"\x10\x06")
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and deep_colour:
+        return _png16_array(file)
+    return _pil_array(file)
+
+
+def _png16_array(file: BinaryIO) -> np.ndarray:
+    """A 16-bit RGB, RGBA or gray + alpha PNG as uint16 (H, W, C), transparency over white, EXIF applied."""
+    try:
+        # read, not asDirect: asDirect rescales the values to the depth of an sBIT chunk
+        width, height, rows, info = png.Reader(file=file).read()
+        planes = info["planes"]
+        pixels = [np.frombuffer(row, dtype=np.uint16) for row in rows]  # native-order array("H") rows
+        if len(pixels) != height or any(row.size != width * planes for row in pixels):
+            raise png.FormatError("image data ends early")
+    except (png.Error, zlib.error) as exc:
+        message = str(exc).split(": ", 1)[-1] if isinstance(exc, png.Error) else str(exc)  # drop "FormatError: "
+        raise ValueError(f"damaged or truncated PNG ({_sentence(message)})") from exc
+    array = np.stack(pixels).reshape(height, width, planes)
+    if info["alpha"]:
+        array = _over_white(array, 65535)
+    elif "transparent" in info:  # a tRNS chunk: one colour is fully transparent
+        array[(array == np.asarray(info["transparent"], dtype=np.uint16)).all(axis=2)] = 65535
+    file.seek(0)
+    return _orient(array, _png_orientation(file))
+
+
+def _png_orientation(file: BinaryIO) -> int:
+    """A PNG's EXIF orientation (its eXIf chunk, read by PIL); 1 when it has none or it is damaged."""
+    try:
+        with Image.open(file) as image:
+            return int(image.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block should not cost an otherwise good image, as in _exif_upright
+        return 1
+
+
+def _pil_array(file: BinaryIO) -> np.ndarray:
+    """An image PIL decodes as (H, W, C), EXIF rotation applied: gray stays one channel, 16-bit gray and float
+    keep their depth, transparency goes over white, anything else becomes 8-bit RGB."""
+    with Image.open(file) as image:
+        image.load()
+        mode, transparency = image.mode, image.info.get("transparency")
+        # 16-bit gray PNG and PGM can open as 32-bit mode "I"; the format is gone once rotated.
+        sixteen = mode in ("I;16", "I;16L", "I;16B", "I;16N") or (mode == "I" and image.format in ("PNG", "PPM"))
+        image = _exif_upright(image)
+        if sixteen:
+            array = np.array(image).astype(np.uint16)  # PIL caps PGM values at the file's maxval, at most 65535
+            if isinstance(transparency, int):
+                array[array == transparency] = 65535
+            return array[..., None]
+        if mode == "F" or mode.startswith("I"):
+            return np.array(image)[..., None]  # float32, int32 or signed 16-bit gray
+        gray = mode in ("1", "L", "LA", "La")
+        if image.has_transparency_data:
+            return _over_white(np.array(image.convert("LA" if gray else "RGBA")), 255)
+        array = np.array(image.convert("L" if gray else "RGB"))
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def _over_white(array: np.ndarray, white: int) -> np.ndarray:
+    """(H, W, C + 1) integer pixels with alpha last, composited over white: the (H, W, C) colour channels."""
+    colour, alpha = array[..., :-1].astype(np.int64), array[..., -1:].astype(np.int64)
+    return ((colour * alpha + white * (white - alpha) + white // 2) // white).astype(array.dtype)
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) pixels turned upright for an EXIF/TIFF orientation 1-8, as ImageOps.exif_transpose does."""
+    if orientation in (5, 6, 7, 8):
+        array = array.swapaxes(0, 1)
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation)
+    return np.flip(array, flips) if flips else array
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing arrays
+
+# PIL's name and options for the formats that hold 8 bits only: JPEG and WebP as `i2i translate` writes them.
+_PIL_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
+    "jpeg": ("JPEG", {"quality": 95}),
+    "bmp": ("BMP", {}),
+    "webp": ("WEBP", {"lossless": True}),
+    "ppm": ("PPM", {}),
+}
+_WRITE_FORMATS = ("png", "tiff", "npy", *_PIL_FORMATS)
+
+
+def write_array(file: BinaryIO, array: np.ndarray, fmt: str) -> None:
+    """Write an (H, W, C) array to the open binary `file` in format `fmt` (see ARRAY_FORMATS) so that read_array
+    gives it back; else raise I2IError.
+
+    png: uint8 or uint16, 1 or 3 channels. tiff: any dtype read_array returns, any C (1 gray, 3 RGB, else C
+    planar bands). npy: written as (H, W, C). jpeg, bmp, webp, ppm: uint8, 1 or 3 channels (WebP has no gray: one
+    channel reads back as three equal ones). An (H, W) array is one channel; float16 and float64 are written as
+    float32. Callers wrap `file` in i2i.atomic.atomic_file, so a failed write never leaves half a file.
+    """
+    if fmt not in _WRITE_FORMATS:
+        raise I2IError(f"cannot write format {fmt!r}: the formats are {', '.join(_WRITE_FORMATS)}")
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.size == 0:
+        raise I2IError(f"cannot write an array of shape {array.shape}: images are (H, W, C) arrays")
+    try:
+        dtype = _pixel_dtype(array.dtype)
+    except ValueError as exc:
+        raise I2IError(f"cannot write the image: {exc}") from exc
+    array = np.ascontiguousarray(array, dtype=dtype)
+    height, width, channels = array.shape
+    held = f"{dtype.name} pixels with {channels} channel{'s' * (channels != 1)}"
+    if fmt == "npy":
+        np.save(file, array, allow_pickle=False)
+    elif fmt == "tiff":
+        if channels in (1, 3):
+            tifffile.imwrite(file, array[..., 0] if channels == 1 else array,
+                             photometric="minisblack" if channels == 1 else "rgb")
+        else:  # planar bands with no colour meaning: read_array (and most tools) give them back as C channels
+            tifffile.imwrite(file, np.moveaxis(array, 2, 0), photometric="minisblack", planarconfig="separate")
+    elif fmt == "png":
+        if dtype not in (np.uint8, np.uint16) or channels not in (1, 3):
+            raise I2IError(f"PNG holds uint8 or uint16 pixels with 1 or 3 channels, not {held}: write TIFF or"
+                           " .npy")
+        if dtype == np.uint8:
+            Image.fromarray(array[..., 0] if channels == 1 else array).save(file, format="PNG")
+        else:  # PIL cannot write 16-bit RGB PNGs; pypng takes big-endian rows as PNG stores them
+            rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+            png.Writer(width, height, greyscale=channels == 1, bitdepth=16).write_packed(
+                file, (row.tobytes() for row in rows))
+    else:
+        name, options = _PIL_FORMATS[fmt]
+        if dtype != np.uint8 or channels not in (1, 3):
+            raise I2IError(f"{name} holds uint8 pixels with 1 or 3 channels, not {held}: write PNG (uint8 or"
+                           " uint16, 1 or 3 channels), TIFF or .npy")
+        Image.fromarray(array[..., 0] if channels == 1 else array).save(file, format=name, **options)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Listing
 
 
-def list_images(folder: Path | str) -> list[Path]:
-    """Image files under `folder`, recursively and sorted; hidden files and folders are skipped."""
+def list_images(folder: Path | str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under `folder` (those named with one of `extensions`, lower-case, e.g. ARRAY_EXTENSIONS to
+    include .npy), recursively and sorted; hidden files and folders are skipped."""
     found: list[Path] = []
     visited: set[tuple[int, int]] = set()
 
@@ -179,7 +459,7 @@ def list_images(folder: Path | str) -> list[Path]:
         visited.add((stat.st_dev, stat.st_ino))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(Path(dirpath, name) for name in filenames
-                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions)
     return sorted(found)
 
 
@@ -202,19 +482,21 @@ def image_opens(path: Path) -> bool:
 class ImageFiles:
     """A list of image files read by index, where a file that fails to decode is replaced by the next one.
 
-    `check(image)` may name a reason why a decoded image is unusable too (e.g. too narrow for a pair).
+    `check(image)` may name a reason why a decoded image is unusable too (e.g. too narrow for a pair). `reader`
+    decodes a file (None: read_image; read_array for the files' own depth and channels) and raises I2IError.
     """
 
-    def __init__(self, files: list[Path], folder: Path,
-                 check: Callable[[Image.Image], str | None] | None = None) -> None:
+    def __init__(self, files: list[Path], folder: Path, check: Callable[[Any], str | None] | None = None,
+                 reader: Callable[[Path], Any] | None = None) -> None:
         self.files, self.folder, self.check = list(files), folder, check
+        self.reader = reader or read_image
         # Indices that failed to decode, so each bad file is read and reported once per process.
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def read(self, index: int) -> tuple[Path, Image.Image]:
+    def read(self, index: int) -> tuple[Path, Any]:
         """Image `index`, or the next one that decodes (the same one whatever was tried before)."""
         for step in range(len(self.files)):
             position = (index + step) % len(self.files)
@@ -222,7 +504,7 @@ class ImageFiles:
                 continue
             path = self.files[position]
             try:
-                image = read_image(path)
+                image = self.reader(path)
                 problem = self.check(image) if self.check else None
                 if problem is None:
                     return path, image

@@ -15,20 +15,22 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from i2i.checkpoint import STATE_FILE, STEP_DIR, load_network
-from i2i.images import list_images, read_image
+from i2i.checkpoint import STATE_FILE, STEP_DIR, VALUES_KEY, load_network
+from i2i.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
 from i2i.atomic import atomic_file
 from i2i.devices import resolve_device
 from i2i.errors import I2IError, first_line
 from i2i.parts import Generator
 from i2i.registry import default_registry
 from i2i.rundir import CHECKPOINTS_DIR, RunFolder
+from i2i.values import ValueMap
 
 __all__ = ["TranslateResult", "load_generator", "output_format", "translate", "weights_note"]
 
@@ -43,6 +45,8 @@ _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".webp": ("WEBP", {"lossless": True}),
     ".ppm": ("PPM", {}),
 }
+#: --format of translate: the suffix outputs then get
+_FORMAT_SUFFIXES = {"png": ".png", "tiff": ".tif", "npy": ".npy", "jpeg": ".jpg"}
 _PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".bin")
 _PENDING_BATCHES = 4  # decoded images waiting for a full batch are capped at this many batches' worth
 #: the checkpoint variant (training.json "variants") used in place of a generator unless the raw weights are asked for
@@ -171,7 +175,19 @@ def _part_metadata(file: Path) -> dict[str, Any]:
         options = None
     if not isinstance(options, dict):
         raise I2IError(f"{file} has damaged i2i.options metadata: {meta.get('i2i.options')!r}")
-    return {"name": meta["i2i.name"], "options": options}
+    return {"name": meta["i2i.name"], "options": options, "values": meta.get(VALUES_KEY)}
+
+
+def generator_values(file: Path) -> ValueMap | None:
+    """How the generator in `file` maps its input ("A") and output ("B") pixel values to [-1, 1], as training
+    recorded it; None for the 8-bit RGB pipeline."""
+    text = _part_metadata(file)["values"]
+    if text is None:
+        return None
+    try:
+        return ValueMap.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        raise I2IError(f"{file} has damaged {VALUES_KEY} metadata: {text!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -195,8 +211,11 @@ def output_format(path: Path) -> tuple[Path, str, dict[str, Any]]:
     return path, known[0], known[1]
 
 
-def _jobs(inputs: list[Path | str], out: Path) -> list[_Job]:
-    """Every input image with its output name; folders keep their relative subpaths; names never collide."""
+def _jobs(inputs: list[Path | str], out: Path, arrays: bool = False, fmt: str | None = None) -> list[_Job]:
+    """Every input image with its output name; folders keep their relative subpaths; names never collide.
+
+    `arrays`: inputs of any depth and channels (.npy too) keep their extension; `fmt` replaces it.
+    """
     if not inputs:
         raise I2IError("no inputs: pass image files or folders of images")
     out_real = Path(os.path.realpath(out))
@@ -210,7 +229,9 @@ def _jobs(inputs: list[Path | str], out: Path) -> list[_Job]:
                 raise I2IError(f"--out {out} is the input folder {given}: the outputs (same names) would replace"
                                " the inputs; choose another --out folder")
             # Earlier outputs in an --out folder inside the input folder are not inputs.
-            found = [p for p in list_images(given) if not _inside(p, out_real)]
+            extensions = ARRAY_EXTENSIONS if arrays else None
+            found = [p for p in list_images(given, **({"extensions": extensions} if arrays else {}))
+                     if not _inside(p, out_real)]
             if not found:
                 warnings.warn(f"{given} has no images (looked for common image extensions, also in subfolders)",
                               stacklevel=3)
@@ -222,7 +243,11 @@ def _jobs(inputs: list[Path | str], out: Path) -> list[_Job]:
             if real in seen_sources:  # the same file given twice (e.g. a file and its folder) is done once
                 continue
             seen_sources.add(real)
-            jobs.append(_Job(source, output_format(relative)[0]))
+            if fmt is not None:
+                target = relative.with_suffix(_FORMAT_SUFFIXES[fmt])
+            else:
+                target = relative if arrays else output_format(relative)[0]
+            jobs.append(_Job(source, target))
     _disambiguate(jobs)
     for job in jobs:
         if Path(os.path.realpath(out / job.target)) in seen_sources:
@@ -323,7 +348,7 @@ def run_generator(generator: Generator, batch: Tensor) -> Tensor:
 def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str, direction: str = "AtoB",
               size: int | None = None, batch_size: int = 1, device: str = "auto",
               on_progress: Callable[[int, int], None] | None = None, *, raw: bool = False,
-              which: str | None = None) -> TranslateResult:
+              which: str | None = None, fmt: str | None = None) -> TranslateResult:
     """Translate image files and folders of images into `out` with the generator CHECKPOINT holds.
 
     Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
@@ -332,7 +357,13 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     called as images finish. An index.html in `out` shows every input beside its output. A checkpoint's EMA
     average of the generator translates when it has one, unless `raw`. `which` picks a run folder's checkpoint
     ("latest", "best", "step-N").
+
+    A generator trained on data other than 8-bit RGB (its file records the run's value mapping) reads each input
+    in its own depth and channels (.npy too) and writes the output in the input's dtype and format, through the
+    inverse of the same mapping. `fmt` ("png", "tiff", "npy", "jpeg") picks another output format.
     """
+    if fmt is not None and fmt not in _FORMAT_SUFFIXES:
+        raise I2IError(f"--format {fmt!r} is not one of {', '.join(_FORMAT_SUFFIXES)}")
     if size is not None and size < 1:
         raise I2IError(f"--size {size} must be at least 1")
     if batch_size < 1:
@@ -341,10 +372,12 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     if out.exists() and not out.is_dir():
         raise I2IError(f"--out {out} is a file: pass a folder for the translated images")
     generator = load_generator(checkpoint, direction, resolve_device(device, "--device"), raw=raw, which=which)
-    jobs = _jobs(inputs, out)
+    values = generator_values(generator_file(checkpoint, direction, raw=raw, which=which))
+    jobs = _jobs(inputs, out, arrays=values is not None, fmt=fmt)
     if not jobs:
         raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
-    gray = _takes_gray(generator)
+    gray = _takes_gray(generator) if values is None else False
+    dtypes: dict[Path, Any] = {}  # array inputs: their dtype, which their outputs keep
     multiple = max(1, generator.size_multiple)
     result = TranslateResult(out=out, index=out / "index.html",
                              weights=weights_note([generator_file(checkpoint, direction, raw=raw, which=which)],
@@ -369,9 +402,12 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         else:
             for (job, _), tensor in zip(group, translated):
                 target = out / job.target
-                _, fmt, params = output_format(job.target)
-                with atomic_file(target) as f:
-                    to_image(tensor).save(f, format=fmt, **params)
+                try:
+                    _write_output(target, tensor, values, dtypes.get(job.source))
+                except I2IError as exc:
+                    warnings.warn(f"skipping {job.source}: {exc}", stacklevel=3)
+                    result.skipped.append((job.source, str(exc)))
+                    continue
                 result.written.append((job.source, target))
         done += len(group)
         if on_progress:
@@ -381,7 +417,13 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         on_progress(0, len(jobs))
     for job in jobs:
         try:
-            image = read_image(job.source)
+            if values is None:
+                image = read_image(job.source)
+                tensor = to_tensor(_prepare(image.convert("L") if gray else image, size, multiple))
+            else:
+                array = read_array(job.source)
+                tensor = _array_input(array, values, generator, size, multiple, job.source)
+                dtypes[job.source] = array.dtype
         except I2IError as exc:
             warnings.warn(f"{exc}; skipped it", stacklevel=2)
             result.skipped.append((job.source, str(exc).removeprefix(f"cannot read image {job.source}: ")))
@@ -389,9 +431,8 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
             if on_progress:
                 on_progress(done, len(jobs))
             continue
-        image = _prepare(image.convert("L") if gray else image, size, multiple)
-        key = (image.height, image.width)
-        pending.setdefault(key, []).append((job, to_tensor(image)))
+        key = (tensor.shape[1], tensor.shape[2])
+        pending.setdefault(key, []).append((job, tensor))
         if len(pending[key]) >= batch_size:
             flush(key)
         elif sum(map(len, pending.values())) >= batch_size * _PENDING_BATCHES:
@@ -407,10 +448,51 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     return result
 
 
+def _array_input(array: Any, values: ValueMap, generator: Generator, size: int | None, multiple: int,
+                 source: Path) -> Tensor:
+    """An (H, W, C) array input as the (C, H, W) tensor the generator takes: mapped to [-1, 1] as in training,
+    scaled to `size` (bicubic, antialiased) when given; an I2IError when its channels are not the generator's."""
+    channels = _in_channels(generator)
+    if array.shape[2] != channels:
+        raise I2IError(f"{source} has {array.shape[2]} channel{'s' * (array.shape[2] != 1)} but the generator takes"
+                       f" {channels}")
+    tensor = values.to_network(array, "A")
+    if size is not None:
+        h, w = tensor.shape[1:]
+        scale = _round_to(size, multiple) / min(w, h)
+        shape = (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        tensor = F.interpolate(tensor[None], size=shape, mode="bicubic", align_corners=False,
+                               antialias=True)[0].clamp_(-1, 1)
+    return tensor
+
+
+def _write_output(target: Path, tensor: Tensor, values: ValueMap | None, dtype: Any) -> None:
+    """Write one translated (C, H, W) tensor to `target` in the format its suffix names: through the inverse value
+    mapping into `dtype` for array inputs, as an 8-bit image otherwise. Nothing is left at `target` on failure."""
+    suffix = target.suffix.lower()
+    if values is None and suffix != ".npy":
+        _, pil_format, params = output_format(target)
+        with atomic_file(target) as f:
+            to_image(tensor).save(f, format=pil_format, **params)
+        return
+    if values is None:  # --format npy of an RGB generator: the 8-bit image as an (H, W, C) array
+        array = np.asarray(to_image(tensor)).reshape(tensor.shape[1], tensor.shape[2], -1)
+    else:
+        array = values.from_network(tensor, "B", dtype)
+    fmt = ARRAY_FORMATS.get(suffix, "png")
+    with atomic_file(target) as f:
+        write_array(f, array, fmt)
+
+
+def _in_channels(generator: Generator) -> int:
+    """The channels of the generator's first convolution (what it takes)."""
+    first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    return first.in_channels if first is not None else 3
+
+
 def _takes_gray(generator: Generator) -> bool:
     """Whether the generator's first conv takes one channel (then inputs are converted to gray), else RGB."""
-    first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
-    channels = first.in_channels if first is not None else 3
+    channels = _in_channels(generator)
     if channels not in (1, 3):
         raise I2IError(f"the generator takes {channels}-channel images; translate reads images as RGB (3) or"
                        " gray (1)")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from i2i.options import Option
+
+if TYPE_CHECKING:
+    from i2i.values import ValueMap
 
 class Part:
     """Base of every part: a recipe name, declared options and a description."""
@@ -289,6 +292,15 @@ class Dataset(Part):
         """Whether `load(split, ...)` has images (e.g. a testA/testB folder exists)."""
         return split == "train"
 
+    def domain_channels(self) -> dict[str, int]:
+        """The channels of domain A's and B's images ({"A": 3, "B": 3} for RGB); methods size their networks by it."""
+        return {"A": 3, "B": 3}
+
+    def value_map(self) -> ValueMap | None:
+        """How the raw pixel values of each domain map to [-1, 1] (`i2i.values.ValueMap`), so translations can be
+        written back in the data's own range; None for the 8-bit RGB pipeline."""
+        return None
+
 
 @dataclass(frozen=True)
 class LossSlot:
@@ -320,6 +332,9 @@ class PartFactory(Protocol):
 
     def options_of(self, part: Any) -> dict[str, Any]:
         """The options a part built by this factory was given (e.g. a generator's in/out channels)."""
+
+    def channels(self, domain: str) -> int:
+        """The channels of the data's images of `domain` ("A" or "B"): what a network's in/out_channels should be."""
 
 
 class Stepper(Protocol):

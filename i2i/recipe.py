@@ -70,6 +70,8 @@ class Recipe:
     notes: tuple[str, ...] = ()
     #: each [optim.<group>] table's optimizer and full options (inherited from [optim]), found when resolving
     group_optimizers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    #: the tables as the recipe file and --set gave them, before defaults: what the user set explicitly
+    given: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, table: str) -> dict[str, Any]:
         return self.tables[table]
@@ -285,7 +287,7 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
                           **registry.resolve_options("schedule", schedule_name, schedule_options, "schedule")}
     tables["callback"] = _resolve_callbacks(tree.get("callback", {}), registry)
     ordered = {t: tables[t] for t in TABLES if t in tables}
-    return Recipe(ordered, source, group_optimizers=group_optimizers)
+    return Recipe(ordered, source, group_optimizers=group_optimizers, given=copy.deepcopy(tree))
 
 
 def _inherited(base: dict[str, Any], name: str, registry: Registry) -> dict[str, Any]:

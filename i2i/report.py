@@ -26,8 +26,19 @@ _NOT_PLOTTED = ("images", "kid_std")  # validation entries that are counts or sp
 
 # ---------------------------------------------------------------------------- samples
 
+def _displayable(batch: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images as RGB for a page: 1 channel (or 2) as gray from the first, 3 as they are, more as their
+    first three bands (a false-colour view of multispectral data)."""
+    channels = batch.shape[1]
+    if channels == 3:
+        return batch
+    return batch[:, :3] if channels > 3 else batch[:, :1].expand(-1, 3, -1, -1)
+
+
 def save_samples(visuals: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Save a PNG grid (row per sample, column per visual, in order) and a `.json` sidecar naming the columns."""
+    """Save a PNG grid (row per sample, column per visual, in order) and a `.json` sidecar naming the columns.
+
+    Visuals of any channel count are shown as `_displayable` makes them (gray, RGB or the first three bands)."""
     path = Path(path)
     names = list(visuals)
     if not names:
@@ -37,9 +48,9 @@ def save_samples(visuals: Mapping[str, torch.Tensor], path: Path) -> None:
         t = visuals[name].detach().to("cpu", torch.float32)
         if t.dim() == 3:
             t = t.unsqueeze(0)
-        if t.dim() != 4 or t.shape[1] not in (1, 3):
-            raise ValueError(f"visual {name!r} must be (N, 3, H, W), got {tuple(visuals[name].shape)}")
-        batches.append(t.expand(-1, 3, -1, -1))
+        if t.dim() != 4 or t.shape[1] < 1:
+            raise ValueError(f"visual {name!r} must be (N, C, H, W), got {tuple(visuals[name].shape)}")
+        batches.append(_displayable(t))
     shape = batches[0].shape
     for name, t in zip(names, batches):
         if t.shape != shape:

@@ -25,6 +25,7 @@ from i2i.loader import EpochSampler, SeededItems
 from i2i.parts import Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
 from i2i.registry import Registry
+from i2i.values import ValueMap
 
 
 def seed_everything(seed: int) -> None:
@@ -81,9 +82,13 @@ def setup_data(recipe: Recipe, registry: Registry, distributed: Distributed, dev
 class PartBuilder:
     """Builds the parts a method asks for, as the recipe says (the PartFactory a method receives)."""
 
-    def __init__(self, recipe: Recipe, registry: Registry, initial_weights: bool = True) -> None:
+    def __init__(self, recipe: Recipe, registry: Registry, initial_weights: bool = True,
+                 channels: dict[str, int] | None = None) -> None:
         self.recipe = recipe
         self.registry = registry
+        self.domain_channels = channels or {"A": 3, "B": 3}
+        #: the data's pixel value mapping (None: 8-bit RGB), recorded in the generator files
+        self.value_map: ValueMap | None = None
         # False when a checkpoint will replace the starting weights (--resume): options that only pick those
         # (a pretrained encoder's file or download) then take their defaults, needing neither file nor network
         self.initial_weights = initial_weights
@@ -93,6 +98,13 @@ class PartBuilder:
 
     def _network(self, kind: str, overrides: dict[str, Any]) -> nn.Module:
         name, options = self.recipe.part(kind)
+        declared = {o.name for o in self.registry.info(kind, name).options}
+        for key in ("in_channels", "out_channels"):
+            # a part without channel options is an RGB network: it takes the data's channels only when they are 3
+            if key in overrides and key not in declared:
+                if overrides.pop(key) != 3:
+                    raise I2IError(f"{kind} {name!r} has no {key} option, so it cannot take the data's"
+                                   f" {self._channels_text()} images: use a {kind} with {key}, or RGB data")
         options = {**options, **overrides}
         if not self.initial_weights:
             options.update(self.registry.initial_weight_defaults(kind, name))
@@ -134,6 +146,28 @@ class PartBuilder:
         """The resolved options a network built here was given."""
         return dict(self.built[id(part)][2])
 
+    def channels(self, domain: str) -> int:
+        """The channels of the data's images of `domain`."""
+        return self.domain_channels[domain]
+
+    def _channels_text(self) -> str:
+        a, b = self.domain_channels["A"], self.domain_channels["B"]
+        return f"{a}-channel" if a == b else f"{a}-channel (A) and {b}-channel (B)"
+
+    def check_channels(self) -> None:
+        """An I2IError naming both when the recipe sets a network's channels to other than the data's."""
+        a, b = self.domain_channels["A"], self.domain_channels["B"]
+        given = self.recipe.given
+        expected = {("generator", "in_channels"): {a}, ("generator", "out_channels"): {b},
+                    ("discriminator", "in_channels"): {a, b, a + b}}
+        for (table, key), fits in expected.items():
+            value = given.get(table, {}).get(key)
+            if value is not None and value not in fits:
+                want = " or ".join(map(str, sorted(fits)))
+                raise I2IError(f"{table}.{key} = {value}, but the data has {self._channels_text()} images"
+                               f" (data.channels = {a}, data.channels_b = {b}): set {table}.{key} = {want}, or"
+                               f" remove it so it follows the data")
+
 
 def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_weights: bool
                  ) -> tuple[Method, PartBuilder]:
@@ -144,7 +178,9 @@ def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_w
         raise I2IError(f"method {name!r} needs paired data, but dataset {recipe['data']['name']!r} is unpaired: use"
                        " data.name = \"aligned\" (A|B side-by-side images), or synthetic data with"
                        " data.paired = true")
-    builder = PartBuilder(recipe, registry, initial_weights)
+    builder = PartBuilder(recipe, registry, initial_weights, dataset.domain_channels())
+    builder.value_map = dataset.value_map()
+    builder.check_channels()
     method.build(builder)
     return method, builder
 

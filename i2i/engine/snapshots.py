@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.checkpoint import (first_mismatch, flatten_state, part_metadata, read_state, read_tensors, save_checkpoint,
-                            unflatten_state)
+from i2i.checkpoint import (VALUES_KEY, first_mismatch, flatten_state, part_metadata, read_state, read_tensors,
+                            save_checkpoint, unflatten_state)
 from i2i.engine.placement import tensors_to
 from i2i.engine.setup import PartBuilder
 from i2i.engine.state import LoopState
@@ -127,6 +127,15 @@ class Snapshots:
             if id(net) in self.builder.built:  # a network the method made itself (e.g. CUT's heads) has no part name
                 kind, part, options = self.builder.built[id(net)]
                 meta[name] = part_metadata(kind, part, options)
+        values = self.builder.value_map
+        if values is not None:
+            # each generator file says how its inputs' and outputs' raw values map to [-1, 1], so translate writes
+            # results in the data's own range from the file alone (its "A" is the input side)
+            files = self.generator_files()
+            for direction, name in files.items():
+                if name in meta:
+                    oriented = values if direction == "AtoB" else values.swapped()
+                    meta[name] = {**meta[name], VALUES_KEY: oriented.to_json()}
         return meta
 
     def generator_files(self) -> dict[str, str]:

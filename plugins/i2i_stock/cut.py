@@ -146,8 +146,8 @@ class CutMethod(Method):
 
     def build(self, parts: PartFactory) -> None:
         """G (A->B), D (scores domain B), and the projection heads F sized from G's tapped layers."""
-        self.G: Generator = parts.generator()
-        self.D: Discriminator = parts.discriminator()
+        self.G: Generator = parts.generator(in_channels=parts.channels("A"), out_channels=parts.channels("B"))
+        self.D: Discriminator = parts.discriminator(in_channels=parts.channels("B"))
         self.gan, self.w_gan = parts.loss("adversarial")
         self.augment: Augment = parts.augment()
         if self.w_gan == 0 and self.lambda_nce == 0:

@@ -42,10 +42,11 @@ class CycleMethod(Method):
 
     def build(self, parts: PartFactory) -> None:
         """Two generators (A->B, B->A), a discriminator per domain, a fake pool per domain."""
-        self.G_A: Generator = parts.generator()
-        self.G_B: Generator = parts.generator()
-        self.D_A: Discriminator = parts.discriminator()  # scores domain B, as in the reference
-        self.D_B: Discriminator = parts.discriminator()
+        a, b = parts.channels("A"), parts.channels("B")
+        self.G_A: Generator = parts.generator(in_channels=a, out_channels=b)
+        self.G_B: Generator = parts.generator(in_channels=b, out_channels=a)
+        self.D_A: Discriminator = parts.discriminator(in_channels=b)  # scores domain B, as in the reference
+        self.D_B: Discriminator = parts.discriminator(in_channels=a)
         self.gan, self.w_gan = parts.loss("adversarial")
         self.cycle, self.w_cycle = parts.loss("cycle")
         self.identity, w_identity = parts.loss("identity")

@@ -20,6 +20,9 @@ from PIL import Image, ImageChops, ImageDraw
 
 from i2i.api import (IMAGE_EXTENSIONS, Dataset, I2IError, ImageFiles, Option, hookimpl, image_opens, list_images,
                      transform_image, transform_images)
+from i2i.images import ARRAY_EXTENSIONS, read_array
+from i2i.pixels import PIXEL_OPTIONS, Pixels, transform_tensors
+from i2i.values import ValueMap
 
 __all__ = ["AlignedFolders", "Synthetic", "UnpairedFolders", "draw_synthetic", "i2i_datasets"]
 
@@ -44,14 +47,18 @@ class UnpairedFolders(Dataset):
         Option("load_size", int, 286, "images are resized to load_size x load_size first", min=1),
         Option("crop_size", int, 256, "then cropped to crop_size x crop_size (random crop in training)", min=1),
         Option("flip", bool, True, "flip training images horizontally at random"),
+        *PIXEL_OPTIONS,
     )
 
-    def __init__(self, root: str = "", load_size: int = 286, crop_size: int = 256, flip: bool = True) -> None:
+    def __init__(self, root: str = "", load_size: int = 286, crop_size: int = 256, flip: bool = True,
+                 channels: int = 3, channels_b: int = 0, values: str = "auto", low: float = 0.0,
+                 high: float = 0.0) -> None:
         if not root:
             raise I2IError("data.root is not set: set data.root to the folder holding trainA/ and trainB/"
                            " (e.g. --set data.root=path/to/horse2zebra)")
         self.root = Path(root).expanduser()
         self.load_size, self.crop_size, self.flip = load_size, crop_size, flip
+        self.pixels = Pixels(channels, channels_b, values, low, high)
         _check_sizes(load_size, crop_size)
         try:
             self._check_layout()
@@ -59,6 +66,16 @@ class UnpairedFolders(Dataset):
             raise I2IError(f"cannot read {err.filename or self.root}: permission denied") from err
         self._files: dict[str, tuple[list[Path], list[Path]] | None] = {}
         self._files["train"] = self._scan("train", required=True)
+        train_a, train_b = self._files["train"]
+        _fit_pixels(self.pixels, {"A": train_a, "B": train_b})
+
+    def domain_channels(self) -> dict[str, int]:
+        """The channels of domain A's and B's images (data.channels, data.channels_b)."""
+        return self.pixels.domain_channels()
+
+    def value_map(self) -> ValueMap | None:
+        """How pixel values map to [-1, 1] (None: the 8-bit RGB pipeline)."""
+        return None if self.pixels.rgb8 else self.pixels.value_map
 
     def _check_layout(self) -> None:
         """Raise I2IError naming the fix when root, trainA/ or trainB/ is missing."""
@@ -94,13 +111,14 @@ class UnpairedFolders(Dataset):
             folder = self.root / f"{split}{domain}"
             if not folder.is_dir():
                 return None
-            listed = list_images(folder)
+            extensions = IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+            listed = list_images(folder, extensions=extensions)
             if not listed:
                 if not required:
                     return None
-                raise I2IError(f"{folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}, also in"
+                raise I2IError(f"{folder} has no images (looked for {', '.join(extensions)}, also in"
                                " subfolders): put the domain's images there or fix data.root")
-            readable = [path for path in listed if image_opens(path)]
+            readable = [path for path in listed if image_opens(path)] if self.pixels.rgb8 else listed
             if not readable:
                 raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
                                " (see the warnings above)")
@@ -120,15 +138,17 @@ class UnpairedFolders(Dataset):
         files = self._files[split]
         assert files is not None
         return UnpairedItems(files[0], files[1], self.root / f"{split}A", self.root / f"{split}B",
-                             self.load_size, self.crop_size, augment, self.flip)
+                             self.load_size, self.crop_size, augment, self.flip, self.pixels)
 
 
 class UnpairedItems(torch.utils.data.Dataset):
     """Dict items {"A", "B", "A_path", "B_path"} over two lists of image files, as the reference's unaligned set."""
 
     def __init__(self, files_a: list[Path], files_b: list[Path], folder_a: Path, folder_b: Path,
-                 load_size: int, crop_size: int, augment: bool, flip: bool) -> None:
-        self.a, self.b = ImageFiles(files_a, folder_a), ImageFiles(files_b, folder_b)
+                 load_size: int, crop_size: int, augment: bool, flip: bool, pixels: Pixels | None = None) -> None:
+        self.pixels = pixels or Pixels()
+        reader = None if self.pixels.rgb8 else read_array
+        self.a, self.b = ImageFiles(files_a, folder_a, reader=reader), ImageFiles(files_b, folder_b, reader=reader)
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
 
     def __len__(self) -> int:
@@ -139,12 +159,15 @@ class UnpairedItems(torch.utils.data.Dataset):
         b_index = int(torch.randint(0, len(self.b), ())) if self.augment else index % len(self.b)
         path_a, image_a = self.a.read(index % len(self.a))
         path_b, image_b = self.b.read(b_index)
-        return {
-            "A": transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip),
-            "B": transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip),
-            "A_path": str(path_a),
-            "B_path": str(path_b),
-        }
+        if self.pixels.rgb8:
+            tensor_a = transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip)
+            tensor_b = transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip)
+        else:
+            (tensor_a,) = transform_tensors([self.pixels.to_network(image_a, "A", path_a)], self.load_size,
+                                            self.crop_size, self.augment, self.flip)
+            (tensor_b,) = transform_tensors([self.pixels.to_network(image_b, "B", path_b)], self.load_size,
+                                            self.crop_size, self.augment, self.flip)
+        return {"A": tensor_a, "B": tensor_b, "A_path": str(path_a), "B_path": str(path_b)}
 
 
 def _check_index(index: int, length: int) -> int:
@@ -171,15 +194,18 @@ class AlignedFolders(Dataset):
         Option("flip", bool, True, "flip training pairs horizontally at random (both halves alike)"),
         Option("direction", str, "AtoB", "AtoB: the left half is A; BtoA: the right half is A",
                choices=("AtoB", "BtoA")),
+        *PIXEL_OPTIONS,
     )
 
     def __init__(self, root: str = "", load_size: int = 286, crop_size: int = 256, flip: bool = True,
-                 direction: str = "AtoB") -> None:
+                 direction: str = "AtoB", channels: int = 3, channels_b: int = 0, values: str = "auto",
+                 low: float = 0.0, high: float = 0.0) -> None:
         if not root:
             raise I2IError("data.root is not set: set data.root to the folder holding train/ with A|B images"
                            " (e.g. --set data.root=path/to/maps)")
         self.root = Path(root).expanduser()
         self.load_size, self.crop_size, self.flip, self.direction = load_size, crop_size, flip, direction
+        self.pixels = Pixels(channels, channels_b, values, low, high)
         _check_sizes(load_size, crop_size)
         if not self.root.is_dir():
             raise I2IError(f"data.root {self.root} is not a folder: set data.root to the folder holding train/"
@@ -190,6 +216,23 @@ class AlignedFolders(Dataset):
             raise I2IError(f"{self.root} has no train/ folder (it has: {', '.join(subs) or 'no subfolders'}):"
                            f" aligned data needs train/ with A|B side-by-side images{hint}")
         self._files = {"train": self._scan(self.root / "train", required=True)}
+        if not self.pixels.rgb8:
+            # a pair is A|B side by side in one file: both halves have the file's channels
+            both = self.pixels.domain_channels()
+            if both["A"] != both["B"]:
+                raise I2IError(f"data.channels_b = {both['B']} differs from data.channels = {both['A']}, but"
+                               " aligned A|B images hold both halves in one file with one channel count: remove"
+                               " data.channels_b")
+            _fit_pixels(self.pixels, {"A": self._files["train"], "B": self._files["train"]}, halves=True,
+                        swap=self.direction == "BtoA")
+
+    def domain_channels(self) -> dict[str, int]:
+        """The channels of the A and B halves (data.channels)."""
+        return self.pixels.domain_channels()
+
+    def value_map(self) -> ValueMap | None:
+        """How pixel values map to [-1, 1] (None: the 8-bit RGB pipeline)."""
+        return None if self.pixels.rgb8 else self.pixels.value_map
 
     def _folder(self, split: str) -> Path:
         # pix2pix's datasets (maps, facades) hold val/ where others hold test/
@@ -197,13 +240,14 @@ class AlignedFolders(Dataset):
         return self.root / "val" if split == "test" and not folder.is_dir() else folder
 
     def _scan(self, folder: Path, required: bool) -> list[Path] | None:
-        listed = list_images(folder) if folder.is_dir() else []
+        extensions = IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+        listed = list_images(folder, extensions=extensions) if folder.is_dir() else []
         if not listed:
             if required:
-                raise I2IError(f"{folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)}): put the A|B"
+                raise I2IError(f"{folder} has no images (looked for {', '.join(extensions)}): put the A|B"
                                " pairs there or fix data.root")
             return None
-        readable = [path for path in listed if image_opens(path)]
+        readable = [path for path in listed if image_opens(path)] if self.pixels.rgb8 else listed
         if not readable and required:
             raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
                            " (see the warnings above)")
@@ -220,22 +264,45 @@ class AlignedFolders(Dataset):
         if not self.has_split(split):
             raise I2IError(f"{self.root} has no {split} split: expected {split}/ with A|B images")
         return AlignedItems(self._files[split], self._folder(split), self.load_size, self.crop_size, augment,
-                            self.flip, self.direction == "BtoA")
+                            self.flip, self.direction == "BtoA", self.pixels)
 
 
-def _pair_problem(image: Image.Image) -> str | None:
+def _pair_problem(image: Image.Image | np.ndarray) -> str | None:
     """Why a side-by-side image cannot hold an A|B pair, or None."""
-    if image.width < 2:
-        return f"it is {image.width} pixel wide, so it cannot hold A and B side by side"
+    width = image.shape[1] if isinstance(image, np.ndarray) else image.width
+    if width < 2:
+        return f"it is {width} pixel wide, so it cannot hold A and B side by side"
     return None
+
+
+def _halves(array: np.ndarray, swap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The A and B halves of an (H, W, C) side-by-side pair (B|A when `swap`)."""
+    half = array.shape[1] // 2
+    left, right = array[:, :half], array[:, half:2 * half]
+    return (right, left) if swap else (left, right)
+
+
+def _fit_pixels(pixels: Pixels, files: dict[str, list[Path]], halves: bool = False, swap: bool = False) -> None:
+    """Fit the value map of `pixels` to the training files (percentiles), and check the first file of each domain
+    has the data's channel count, so a mismatch is refused before training."""
+    if pixels.rgb8:
+        return
+    def read(path: Path, domain: str) -> np.ndarray:
+        array = read_array(path)
+        return _halves(array, swap)["AB".index(domain)] if halves else array
+
+    pixels.fit(files, read)
+    for domain, paths in files.items():
+        pixels.to_network(read(paths[0], domain), domain, paths[0])
 
 
 class AlignedItems(torch.utils.data.Dataset):
     """Dict items {"A", "B", "A_path", "B_path"} cut from side-by-side images."""
 
     def __init__(self, files: list[Path], folder: Path, load_size: int, crop_size: int, augment: bool,
-                 flip: bool, swap: bool) -> None:
-        self.pairs = ImageFiles(files, folder, check=_pair_problem)
+                 flip: bool, swap: bool, pixels: Pixels | None = None) -> None:
+        self.pixels = pixels or Pixels()
+        self.pairs = ImageFiles(files, folder, check=_pair_problem, reader=None if self.pixels.rgb8 else read_array)
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
         self.swap = swap
 
@@ -245,6 +312,12 @@ class AlignedItems(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = _check_index(index, len(self))
         path, image = self.pairs.read(index)
+        if not self.pixels.rgb8:
+            a, b = _halves(image, self.swap)
+            tensor_a, tensor_b = transform_tensors([self.pixels.to_network(a, "A", path),
+                                                    self.pixels.to_network(b, "B", path)],
+                                                   self.load_size, self.crop_size, self.augment, self.flip)
+            return {"A": tensor_a, "B": tensor_b, "A_path": str(path), "B_path": str(path)}
         width, height = image.size
         half = width // 2
         left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
@@ -269,14 +342,24 @@ class Synthetic(Dataset):
         Option("flip", bool, True, "flip training images horizontally at random"),
         Option("seed", int, 0, "which images are drawn (independent of the run's seed)"),
         Option("paired", bool, False, "B is the striped twin of A (for paired methods such as pix2pix)"),
+        Option("channels", int, 3, "channels of the drawn images: 3 RGB, 1 their luma, N the RGB bands repeated",
+               min=1),
     )
     splits = ("train", "test")
 
     def __init__(self, count: int = 256, load_size: int = 72, crop_size: int = 64, flip: bool = True,
-                 seed: int = 0, paired: bool = False) -> None:
+                 seed: int = 0, paired: bool = False, channels: int = 3) -> None:
         _check_sizes(load_size, crop_size)
         self.count, self.load_size, self.crop_size, self.flip, self.seed = count, load_size, crop_size, flip, seed
-        self.paired = paired
+        self.paired, self.channels = paired, channels
+
+    def domain_channels(self) -> dict[str, int]:
+        """data.channels for both domains."""
+        return {"A": self.channels, "B": self.channels}
+
+    def value_map(self) -> ValueMap | None:
+        """8-bit values (None for RGB, which keeps the RGB pipeline)."""
+        return None if self.channels == 3 else ValueMap("depth")
 
     def has_split(self, split: str) -> bool:
         """True for "train" and "test", which hold different images."""
@@ -287,16 +370,17 @@ class Synthetic(Dataset):
         if not self.has_split(split):
             raise I2IError(f"synthetic data has no {split!r} split: it has {', '.join(self.splits)}")
         return SyntheticItems(self.seed, split, self.count, self.load_size, self.crop_size, augment, self.flip,
-                              self.paired)
+                              self.paired, self.channels)
 
 
 class SyntheticItems(torch.utils.data.Dataset):
     """Dict items of synthetic shape images, each drawn from (seed, split, domain, index) alone."""
 
     def __init__(self, seed: int, split: str, count: int, load_size: int, crop_size: int, augment: bool,
-                 flip: bool, paired: bool = False) -> None:
+                 flip: bool, paired: bool = False, channels: int = 3) -> None:
         self.seed, self.split, self.count, self.paired = seed, split, count, paired
         self.load_size, self.crop_size, self.augment, self.flip = load_size, crop_size, augment, flip
+        self.channels = channels
 
     def __len__(self) -> int:
         return self.count
@@ -314,12 +398,22 @@ class SyntheticItems(torch.utils.data.Dataset):
             image_b = draw_synthetic(self.seed, self.split, "B", b_index, self.load_size)
             tensor_a = transform_image(image_a, self.load_size, self.crop_size, self.augment, self.flip)
             tensor_b = transform_image(image_b, self.load_size, self.crop_size, self.augment, self.flip)
+        if self.channels != 3:
+            tensor_a, tensor_b = _bands(tensor_a, self.channels), _bands(tensor_b, self.channels)
         return {
             "A": tensor_a,
             "B": tensor_b,
             "A_path": f"synthetic/{self.split}A/{index:05d}.png",
             "B_path": f"synthetic/{self.split}B/{b_index:05d}.png",
         }
+
+
+def _bands(rgb: torch.Tensor, channels: int) -> torch.Tensor:
+    """A (3, H, W) image as `channels` channels: its luma (ITU-R 601, as PIL's "L") for 1, else the RGB bands
+    repeated in turn."""
+    if channels == 1:
+        return (rgb * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    return rgb[[i % 3 for i in range(channels)]]
 
 
 def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int, style: str | None = None) -> Image.Image:

@@ -35,7 +35,7 @@ class PairedMethod(Method):
 
     def build(self, parts: PartFactory) -> None:
         """One generator A->B and a discriminator over input and output stacked on the channel axis."""
-        self.G: Generator = parts.generator()
+        self.G: Generator = parts.generator(in_channels=parts.channels("A"), out_channels=parts.channels("B"))
         channels = parts.options_of(self.G)
         self.D: Discriminator = parts.discriminator(
             in_channels=channels.get("in_channels", 3) + channels.get("out_channels", 3))
