@@ -6,13 +6,13 @@ import os
 import sys
 import traceback
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, \
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, \
     TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
@@ -83,13 +83,14 @@ def load_recipe_noting(recipe: Path, overrides: tuple[str, ...], resume: bool = 
 
 
 @contextmanager
-def counting_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar for `done of total` callbacks, shown from the first one on (so early errors print alone)."""
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+def _progress_bar(label: str, *columns: ProgressColumn) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress bar with `columns` for `done of total` callbacks, shown from the first call on (so early errors
+    print alone)."""
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), *columns, TextColumn("ETA"), TimeRemainingColumn(),
+                   console=stderr)
     task = bar.add_task(label, total=None)
 
-    def show(done: int, total: int) -> None:
+    def show(done: int, total: int | None) -> None:
         if not bar.live.is_started:
             bar.start()
         bar.update(task, completed=done, total=total)
@@ -99,6 +100,16 @@ def counting_progress(label: str) -> Iterator[Callable[[int, int], None]]:
     finally:
         if bar.live.is_started:
             bar.stop()
+
+
+def counting_progress(label: str) -> AbstractContextManager[Callable[[int, int], None]]:
+    """A progress bar for `done of total` items: count, elapsed time and ETA."""
+    return _progress_bar(label, MofNCompleteColumn(), TimeElapsedColumn())
+
+
+def byte_progress(label: str) -> AbstractContextManager[Callable[[int, int | None], None]]:
+    """A progress bar for `bytes done of total` callbacks: size, speed and ETA (a total of None: size only)."""
+    return _progress_bar(label, DownloadColumn(), TransferSpeedColumn())
 
 
 @cli.command(name="list")
@@ -369,25 +380,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     if os.environ.get("RANK", "0") != "0":
         return  # every process of a torchrun run would repeat rank 0's warnings
     stderr.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
-
-
-@contextmanager
-def byte_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar for `bytes done of total` callbacks: size, speed and ETA (a total of None: size only)."""
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
-    task = bar.add_task(label, total=None)
-
-    def show(done: int, total: int | None) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield show
-    finally:
-        if bar.live.is_started:
-            bar.stop()
 
 
 @cli.group()

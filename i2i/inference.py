@@ -468,7 +468,8 @@ def _array_input(array: Any, values: ValueMap, generator: Generator, size: int |
 
 def _write_output(target: Path, tensor: Tensor, values: ValueMap | None, dtype: Any) -> None:
     """Write one translated (C, H, W) tensor to `target` in the format its suffix names: through the inverse value
-    mapping into `dtype` for array inputs, as an 8-bit image otherwise. Nothing is left at `target` on failure."""
+    mapping into the target domain's dtype (as its training files held it; else `dtype`, the input's) for array
+    inputs, as an 8-bit image otherwise. Nothing is left at `target` on failure."""
     suffix = target.suffix.lower()
     if values is None and suffix != ".npy":
         _, pil_format, params = output_format(target)
@@ -478,7 +479,7 @@ def _write_output(target: Path, tensor: Tensor, values: ValueMap | None, dtype: 
     if values is None:  # --format npy of an RGB generator: the 8-bit image as an (H, W, C) array
         array = np.asarray(to_image(tensor)).reshape(tensor.shape[1], tensor.shape[2], -1)
     else:
-        array = values.from_network(tensor, "B", dtype)
+        array = values.from_network(tensor, "B", values.output_dtype("B", dtype))
     fmt = ARRAY_FORMATS.get(suffix, "png")
     with atomic_file(target) as f:
         write_array(f, array, fmt)

@@ -12,7 +12,7 @@ Translated outputs go back through the inverse of the target domain's mapping, i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,13 @@ def depth_range(dtype: np.dtype) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class DomainRange:
-    """The raw values of one domain that map to -1 (low) and +1 (high); None under "depth" (the file's dtype)."""
+    """The raw values of one domain that map to -1 (low) and +1 (high); None under "depth" (the file's dtype).
+    `dtype`: the domain's pixel dtype as its training files hold it (e.g. "uint16"), what its translations are
+    written in; "" when unknown."""
 
     low: float | None = None
     high: float | None = None
+    dtype: str = ""
 
     def bounds(self, dtype: np.dtype) -> tuple[float, float]:
         """(low, high) for arrays of `dtype`."""
@@ -86,6 +89,16 @@ class ValueMap:
         """The mapping `to_json` wrote."""
         data: dict[str, Any] = json.loads(text)
         return cls(data["mode"], {d: DomainRange(**r) for d, r in data["domains"].items()})
+
+    def with_dtypes(self, dtypes: dict[str, np.dtype]) -> "ValueMap":
+        """The same mapping, recording each domain's pixel dtype."""
+        return ValueMap(self.mode, {d: replace(r, dtype=np.dtype(dtypes[d]).name if d in dtypes else r.dtype)
+                                    for d, r in self.domains.items()})
+
+    def output_dtype(self, domain: str, fallback: np.dtype) -> np.dtype:
+        """The dtype translations into `domain` are written in: the domain's recorded one, else `fallback`."""
+        recorded = self.domains[domain].dtype
+        return np.dtype(recorded) if recorded else np.dtype(fallback)
 
     def swapped(self) -> "ValueMap":
         """The same mapping with domains A and B exchanged (for the generator that translates B to A)."""

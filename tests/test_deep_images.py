@@ -224,3 +224,28 @@ def test_synthetic_data_in_1_and_4_channels_trains_shows_exports_and_refuses_fid
     weights.write_bytes(b"never read: the refusal comes first")
     line = error_line(cli("evaluate", tmp_path / "c1", "--inception-weights", weights))
     assert "FID and KID take RGB images, but this run's data is not 3-channel (data.channels = 1" in line
+
+
+def test_domains_of_different_channels_and_depths_translate_into_the_target_domains(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "opt2sar"
+    for sub in ("trainA", "trainB", "testA"):
+        (data / sub).mkdir(parents=True)
+        for i in range(2):
+            if sub.endswith("A"):  # 3-band 8-bit "optical"
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / sub / f"{i}.png")
+            else:  # 1-band 16-bit "SAR"
+                write_png16(data / sub / f"{i}.png", ramp16(i))
+    args = ["run", CYCLEGAN, "--set", f"data.root={data}", "--set", "data.channels=3", "--set", "data.channels_b=1",
+            "--set", "data.values=depth", *CYCLE_TINY]
+    line = error_line(cli(*args, "--out", tmp_path / "idt"))
+    assert "set loss.identity.weight = 0 for domains of different channels" in line
+    result = cli(*args, "--set", "loss.identity.weight=0", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    with safe_open(tmp_path / "run" / "checkpoints" / "step-00000004" / "G_A.safetensors", framework="pt") as f:
+        options = json.loads(f.metadata()["i2i.options"])
+    assert (options["in_channels"], options["out_channels"]) == (3, 1)
+    out = tmp_path / "out"
+    assert cli("translate", tmp_path / "run", data / "testA", "--out", out, "--device", "cpu").code == 0
+    translated = read_array(out / "0.png")
+    assert translated.dtype == np.uint16 and translated.shape == (40, 40, 1)  # B's depth and channels

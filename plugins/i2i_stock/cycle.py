@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from i2i.errors import I2IError
 from i2i.hookspecs import hookimpl
 from i2i.options import Option
 from i2i.parts import (AdversarialLoss, Augment, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
@@ -52,6 +53,11 @@ class CycleMethod(Method):
         self.identity, w_identity = parts.loss("identity")
         self.matching, self.w_matching = parts.loss("feature_matching")
         self.w_identity = w_identity * self.w_cycle  # the reference scales identity by lambda_A/lambda_B
+        if self.w_identity > 0 and a != b:
+            # G_A(real_B) must be B again: impossible when the domains differ in channels (the reference asserts
+            # input_nc == output_nc for the identity loss too)
+            raise I2IError(f"the identity loss maps B images through G_A (A to B), which takes {a}-channel images,"
+                           f" but B images have {b}: set loss.identity.weight = 0 for domains of different channels")
         self.fake_A_pool: Buffer = parts.buffer()
         self.fake_B_pool: Buffer = parts.buffer()
         # one per discriminator, so an adaptive one tunes itself to its own discriminator

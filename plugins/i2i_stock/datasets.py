@@ -292,8 +292,12 @@ def _fit_pixels(pixels: Pixels, files: dict[str, list[Path]], halves: bool = Fal
         return _halves(array, swap)["AB".index(domain)] if halves else array
 
     pixels.fit(files, read)
+    dtypes = {}
     for domain, paths in files.items():
-        pixels.to_network(read(paths[0], domain), domain, paths[0])
+        first = read(paths[0], domain)
+        pixels.to_network(first, domain, paths[0])
+        dtypes[domain] = first.dtype
+    pixels.value_map = pixels.value_map.with_dtypes(dtypes)
 
 
 class AlignedItems(torch.utils.data.Dataset):
