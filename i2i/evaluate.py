@@ -597,6 +597,11 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         "generators": {d: generator_file(checkpoint, d, raw=raw).name for d in directions},  # e.g. G_A.ema.safetensors
         "metrics": metrics,
     }
+    values = dataset.value_map()
+    if values is not None:
+        # the scores are on the [0, 1] scale of this mapping: with it, L1 converts to the data's units (times high -
+        # low) and PSNR/SSIM are already the data-unit values for that data range
+        report["data"]["values"] = json.loads(values.to_json())
     with atomic_file(folder.evaluation_file, "w") as f:
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")

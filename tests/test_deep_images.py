@@ -124,6 +124,11 @@ def test_a_run_on_16_bit_grayscale_pngs_trains_resumes_and_translates_to_16_bit(
         meta = f.metadata()
     assert json.loads(meta["i2i.options"])["in_channels"] == 1
     assert json.loads(meta[VALUES_KEY])["mode"] == "depth"
+    evaluated = cli("evaluate", tmp_path / "whole")
+    assert evaluated.code == 0, evaluated.err
+    report = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert report["data"]["values"]["domains"]["B"]["dtype"] == "uint16" and report["features"] is None
+    assert 0 <= report["metrics"]["AtoB"]["cycle_l1"] <= 1
     out = tmp_path / "translated"
     result = cli("translate", tmp_path / "whole", data / "testA", "--out", out, "--device", "cpu")
     assert result.code == 0, result.err
