@@ -203,6 +203,34 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
 
 
 @cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@checkpoint_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on; 0.0.0.0 lets other machines reach it (see SECURITY.md).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, metavar="N",
+              help="Port to serve on.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@raw_option
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True,
+              metavar="MB", help="Largest upload the page takes.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=16_000_000, show_default=True, metavar="N",
+              help="Largest image the page translates, in pixels (width x height, before and after scaling).")
+def demo(checkpoint: Path, which: str | None, host: str, port: int, device: str, raw: bool, max_upload_mb: float,
+         max_pixels: int) -> None:
+    """Try the generator in CHECKPOINT in a web page: drop an image, see it translated (needs i2i[demo])."""
+    from i2i.demo import serve
+
+    def say(text: str) -> None:
+        stdout.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def warn(text: str) -> None:
+        stderr.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
+
+    serve(checkpoint, host=host, port=port, device=device, raw=raw, which=which, max_upload_mb=max_upload_mb,
+          max_pixels=max_pixels, say=say, warn=warn)
+
+
+@cli.command()
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path),
               help="The .safetensors file to write (default: REFERENCE with a .safetensors suffix).")

@@ -288,7 +288,7 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
-def _prepare(image: Image.Image, size: int | None, multiple: int) -> Image.Image:
+def prepare_image(image: Image.Image, size: int | None, multiple: int) -> Image.Image:
     """The image at the size it is translated at: as is, or scaled so its shorter side is `size`."""
     if size is None:
         return image
@@ -376,7 +376,7 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     jobs = _jobs(inputs, out, arrays=values is not None, fmt=fmt)
     if not jobs:
         raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
-    gray = _takes_gray(generator) if values is None else False
+    gray = takes_gray(generator) if values is None else False
     dtypes: dict[Path, Any] = {}  # array inputs: their dtype, which their outputs keep
     multiple = max(1, generator.size_multiple)
     result = TranslateResult(out=out, index=out / "index.html",
@@ -419,7 +419,7 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         try:
             if values is None:
                 image = read_image(job.source)
-                tensor = to_tensor(_prepare(image.convert("L") if gray else image, size, multiple))
+                tensor = to_tensor(prepare_image(image.convert("L") if gray else image, size, multiple))
             else:
                 array = read_array(job.source)
                 tensor = _array_input(array, values, generator, size, multiple, job.source)
@@ -491,7 +491,7 @@ def _in_channels(generator: Generator) -> int:
     return first.in_channels if first is not None else 3
 
 
-def _takes_gray(generator: Generator) -> bool:
+def takes_gray(generator: Generator) -> bool:
     """Whether the generator's first conv takes one channel (then inputs are converted to gray), else RGB."""
     channels = _in_channels(generator)
     if channels not in (1, 3):
