@@ -33,11 +33,35 @@ def _check_sizes(load_size: int, crop_size: int) -> None:
                        f" data.crop_size <= data.load_size (e.g. --set data.crop_size={load_size})")
 
 
+class _PixelFolders(Dataset):
+    """What the folder datasets share about their pixels (`self.pixels`, from the data options in PIXEL_OPTIONS):
+    the channels and value map they report, and which files they list."""
+
+    pixels: Pixels
+
+    def domain_channels(self) -> dict[str, int]:
+        """The channels of domain A's and B's images (data.channels, data.channels_b)."""
+        return self.pixels.domain_channels()
+
+    def value_map(self) -> ValueMap | None:
+        """How pixel values map to [-1, 1] (None: the 8-bit RGB pipeline)."""
+        return None if self.pixels.rgb8 else self.pixels.value_map
+
+    def _extensions(self) -> tuple[str, ...]:
+        """The file extensions listed: images for the 8-bit RGB pipeline, .npy arrays too otherwise."""
+        return IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+
+    def _openable(self, listed: list[Path]) -> list[Path]:
+        """The listed files worth reading: those PIL recognises (RGB pipeline; read_array checks the others when
+        it reads them)."""
+        return [path for path in listed if image_opens(path)] if self.pixels.rgb8 else listed
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Unpaired image folders
 
 
-class UnpairedFolders(Dataset):
+class UnpairedFolders(_PixelFolders):
     """Unpaired images from folders trainA/ and trainB/ (and optionally testA/, testB/) under one root."""
 
     name = "unpaired"
@@ -68,14 +92,6 @@ class UnpairedFolders(Dataset):
         self._files["train"] = self._scan("train", required=True)
         train_a, train_b = self._files["train"]
         _fit_pixels(self.pixels, {"A": train_a, "B": train_b})
-
-    def domain_channels(self) -> dict[str, int]:
-        """The channels of domain A's and B's images (data.channels, data.channels_b)."""
-        return self.pixels.domain_channels()
-
-    def value_map(self) -> ValueMap | None:
-        """How pixel values map to [-1, 1] (None: the 8-bit RGB pipeline)."""
-        return None if self.pixels.rgb8 else self.pixels.value_map
 
     def _check_layout(self) -> None:
         """Raise I2IError naming the fix when root, trainA/ or trainB/ is missing."""
@@ -111,14 +127,14 @@ class UnpairedFolders(Dataset):
             folder = self.root / f"{split}{domain}"
             if not folder.is_dir():
                 return None
-            extensions = IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+            extensions = self._extensions()
             listed = list_images(folder, extensions=extensions)
             if not listed:
                 if not required:
                     return None
                 raise I2IError(f"{folder} has no images (looked for {', '.join(extensions)}, also in"
                                " subfolders): put the domain's images there or fix data.root")
-            readable = [path for path in listed if image_opens(path)] if self.pixels.rgb8 else listed
+            readable = self._openable(listed)
             if not readable:
                 raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
                                " (see the warnings above)")
@@ -182,7 +198,7 @@ def _check_index(index: int, length: int) -> int:
 # Aligned pairs stored side by side
 
 
-class AlignedFolders(Dataset):
+class AlignedFolders(_PixelFolders):
     """Paired images stored side by side (A|B) in root/train/ and root/test/ (or val/), as pix2pix's datasets."""
 
     name = "aligned"
@@ -226,28 +242,20 @@ class AlignedFolders(Dataset):
             _fit_pixels(self.pixels, {"A": self._files["train"], "B": self._files["train"]}, halves=True,
                         swap=self.direction == "BtoA")
 
-    def domain_channels(self) -> dict[str, int]:
-        """The channels of the A and B halves (data.channels)."""
-        return self.pixels.domain_channels()
-
-    def value_map(self) -> ValueMap | None:
-        """How pixel values map to [-1, 1] (None: the 8-bit RGB pipeline)."""
-        return None if self.pixels.rgb8 else self.pixels.value_map
-
     def _folder(self, split: str) -> Path:
         # pix2pix's datasets (maps, facades) hold val/ where others hold test/
         folder = self.root / split
         return self.root / "val" if split == "test" and not folder.is_dir() else folder
 
     def _scan(self, folder: Path, required: bool) -> list[Path] | None:
-        extensions = IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+        extensions = self._extensions()
         listed = list_images(folder, extensions=extensions) if folder.is_dir() else []
         if not listed:
             if required:
                 raise I2IError(f"{folder} has no images (looked for {', '.join(extensions)}): put the A|B"
                                " pairs there or fix data.root")
             return None
-        readable = [path for path in listed if image_opens(path)] if self.pixels.rgb8 else listed
+        readable = self._openable(listed)
         if not readable and required:
             raise I2IError(f"{folder} has no readable images: all {len(listed)} image files failed to open"
                            " (see the warnings above)")
