@@ -4,7 +4,7 @@
 
 Uses the horse2zebra folders when present (JPEG decoding included), else the built-in synthetic data. Each
 item is one image per domain, so images/s counts both. With real files it also times decoding alone: PIL (what
-i2i.images.read_image uses) against torchvision.io.decode_image on the same files. Run by hand; never from the
+i2i.data.images.read_image uses) against torchvision.io.decode_image on the same files. Run by hand; never from the
 tests.
 """
 
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import describe_device  # noqa: E402
 
-from i2i.loader import SeededItems  # noqa: E402
-from i2i.registry import default_registry  # noqa: E402
+from i2i.data.loader import SeededItems  # noqa: E402
+from i2i.contract.registry import default_registry  # noqa: E402
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def compare_decoders(files: list[Path]) -> None:
     from PIL import Image
     from torchvision.io import ImageReadMode, decode_image, read_file
 
-    from i2i.images import read_image
+    from i2i.data.images import read_image
 
     def pil(path: Path) -> object:
         with Image.open(path) as image:
@@ -73,7 +73,7 @@ def compare_decoders(files: list[Path]) -> None:
     def tv(path: Path) -> object:
         return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
 
-    for label, decode in [("PIL open + convert RGB", pil), ("i2i.images.read_image (PIL, checks, EXIF)", read_image),
+    for label, decode in [("PIL open + convert RGB", pil), ("i2i.data.images.read_image (PIL, checks, EXIF)", read_image),
                           ("torchvision.io decode_image RGB", tv)]:
         for path in files[:5]:
             decode(path)  # warm the page cache and the libraries

@@ -52,9 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import describe_device  # noqa: E402
 
-from i2i.images import list_images, read_image, transform_image  # noqa: E402
-from i2i.inference import load_generator, run_generator  # noqa: E402
-from i2i.rundir import RunFolder  # noqa: E402
+from i2i.data.images import list_images, read_image, transform_image  # noqa: E402
+from i2i.tools.inference import load_generator, run_generator  # noqa: E402
+from i2i.storage.rundir import RunFolder  # noqa: E402
 
 TOLERANCE = 16  # acc@16: every channel within 16 of the truth (0-255)
 PAPER = "paper"

@@ -4,15 +4,15 @@ from typing import Any
 
 from i2i.errors import I2IError
 from i2i.hookspecs import hookimpl, hookspec
-from i2i.options import Option
-from i2i.registry import available, create, describe
+from i2i.contract.options import Option
+from i2i.contract.registry import available, create, describe
 
 __version__ = "0.1.0"
 __all__ = ["I2IError", "Option", "available", "create", "describe", "hookimpl", "hookspec", "load_generator",
            "translate", "__version__"]
 
 # Imported on first use: inference pulls in torchvision and PIL, which would double the time of `import i2i`.
-_LAZY = {"translate": "i2i.inference", "load_generator": "i2i.inference"}
+_LAZY = {"translate": "i2i.tools.inference", "load_generator": "i2i.tools.inference"}
 
 
 def __getattr__(name: str) -> Any:

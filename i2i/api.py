@@ -66,25 +66,78 @@ Image files (the core's one reader, for datasets of your own):
 - ``ImageFiles``: files read by index, a bad one replaced by the next that decodes.
 - ``transform_image``, ``transform_images``: resize, crop, flip to tensors in [-1, 1] (the same crop for a pair).
 
+Image data beyond 8-bit RGB (grayscale, 16-bit, float, N bands):
+
+- ``read_array(path)``: an image or ``.npy`` file as a NumPy array (H, W, C) in its own dtype; a bad file, or a
+  float array holding NaN or infinite values, raises ``I2IError`` naming it.
+- ``ARRAY_EXTENSIONS``: the file extensions ``read_array`` takes.
+- ``PIXEL_OPTIONS``, ``Pixels``: a dataset's ``channels``/``values``/``low``/``high`` options, and their checked
+  form, which fits the ``ValueMap`` on the training files.
+- ``ValueMap``: how each domain's raw pixel values map to [-1, 1] (what ``Dataset.value_map`` returns).
+- ``transform_tensors``: resize, crop, flip float tensors alike (the float counterpart of ``transform_images``).
+
+Messages:
+
+- ``toml_value(value)``: a value as a recipe spells it, for messages (``decay = 1.5 must ...``).
+- ``first_line(error)``: the first line of an exception's message, for one-line errors that wrap another.
+
+Weights files:
+
+- ``read_weights(path)``: tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt`` read with
+  ``weights_only=True``; a bad file raises ``I2IError`` naming it.
+
+Evaluation (what ``i2i evaluate`` measures, for callbacks that validate while training):
+
+- ``measure_held_out(generators, dataset, split, batch_size, device, feature, images=0)``: the scores of each
+  direction's generator on a dataset split, {direction: {metric: value}}.
+- ``check_measurable(dataset, split, directions, features, what)``: raises ``I2IError`` when nothing can be scored.
+- ``metric_names(directions, paired, features)``: the scores ``measure_held_out`` gives.
+- ``LOWER_IS_BETTER``: every score's name and whether lower is better; ``improves(metric, value, best)`` compares.
+- ``DIRECTIONS``: the two-domain directions, {"AtoB": ("A", "B"), "BtoA": ("B", "A")}.
+- ``FID_PROTOCOLS``, ``load_inception(path, protocol)``: the FID protocols and their Inception feature network.
+- ``inception_path(protocol)``: where ``i2i download inception`` keeps its weights; ``download_command(protocol)``
+  the command that fetches them.
+
+Pages (what ``report.html`` is made of):
+
+- ``save_samples(visuals, path)``: a PNG grid of named image batches (a row per sample) with a sidecar naming
+  the columns.
+- ``write_report(run_dir)``: (re)write a run folder's report.html from its metrics and samples.
+
+Types handed to plugins:
+
+- ``Recipe``: a resolved recipe (``recipe["train"]["log_every"]``, ``recipe.part("generator")``).
+- ``Distributed``: the processes of a torchrun run: ``rank``, ``world_size``, ``is_main``, ``active``, and
+  collectives (``gather``, ``any``, ``barrier``).
+
 Testing a plugin: ``i2i.testing`` (``check_part``, ``run_recipe``, ``SMOKE_RECIPE``) is its own module, as it
 imports the trainer.
 """
 
 from __future__ import annotations
 
-from i2i.errors import I2IError
+from typing import Any
+
+from i2i.contract.options import Option, toml_value
+from i2i.data.images import ARRAY_EXTENSIONS, read_array
+from i2i.data.pixels import PIXEL_OPTIONS, Pixels, transform_tensors
+from i2i.data.values import ValueMap
+from i2i.engine.distributed import Distributed
+from i2i.errors import I2IError, first_line
+from i2i.recipe import Recipe
+from i2i.storage.cache import inception_path
+from i2i.storage.weights import read_weights
 from i2i.hookspecs import hookimpl
-from i2i.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_images, read_image, transform_image,
+from i2i.data.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_images, read_image, transform_image,
                         transform_images)
-from i2i.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS,
+from i2i.nn.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS,
                         SPECTRAL_NORM_OPTION, BlurDownsample, BlurUpsample, SyncBatchNorm2d, batch_independent,
                         conv_bias, init_weights, norm_layer, norm_option, spectral_normalize, stage_width)
-from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, LossSlot,
-                       Method, Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper,
-                       TrainingContext)
-from i2i.registry import create
-from i2i.rundir import RunFolder
+from i2i.contract.callbacks import Callback, TrainingContext
+from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Loss, LossSlot,
+                                Method, Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper)
+from i2i.contract.registry import create
+from i2i.storage.rundir import RunFolder
 
 __all__ = [
     # part interfaces
@@ -103,4 +156,31 @@ __all__ = [
     # image files
     "read_image", "list_images", "IMAGE_EXTENSIONS", "image_opens", "ImageFiles", "transform_image",
     "transform_images",
+    # image data beyond 8-bit RGB
+    "read_array", "ARRAY_EXTENSIONS", "PIXEL_OPTIONS", "Pixels", "ValueMap", "transform_tensors",
+    # messages, weights files
+    "toml_value", "first_line", "read_weights",
+    # evaluation
+    "measure_held_out", "check_measurable", "metric_names", "LOWER_IS_BETTER", "improves", "DIRECTIONS",
+    "FID_PROTOCOLS", "load_inception", "inception_path", "download_command",
+    # pages
+    "save_samples", "write_report",
+    # types handed to plugins
+    "Recipe", "Distributed",
 ]
+
+# Imported on first use: evaluation and pages pull in torchmetrics and matplotlib, which a part's module never needs.
+_LAZY = {**{name: "i2i.tools.evaluate" for name in ("measure_held_out", "check_measurable", "metric_names",
+                                                   "LOWER_IS_BETTER", "improves", "DIRECTIONS", "FID_PROTOCOLS",
+                                                   "load_inception", "download_command")},
+         **{name: "i2i.tools.report" for name in ("save_samples", "write_report")}}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'i2i.api' has no attribute {name!r}")

@@ -18,8 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from i2i.errors import I2IError, Interrupted
-from i2i.options import toml_value
-from i2i.parts import KINDS
+from i2i.contract.options import toml_value
+from i2i.contract.kinds import KINDS
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -34,7 +34,7 @@ class PluginGroup(click.Group):
     def plugin_commands(self) -> dict[str, click.Command]:
         """The commands plugins add, by name; a name the core or a package of higher precedence has is left out."""
         if self._plugins is None:
-            from i2i.registry import plugin_commands
+            from i2i.contract.registry import plugin_commands
 
             self._plugins = {name: command for name, (_, command) in plugin_commands(self.commands).items()}
         return self._plugins
@@ -116,7 +116,7 @@ def byte_progress(label: str) -> AbstractContextManager[Callable[[int, int | Non
 @click.argument("kind", required=False, type=click.Choice(list(KINDS)))
 def list_parts(kind: str | None) -> None:
     """List installed parts (of one KIND), with the package each comes from."""
-    from i2i.registry import default_registry
+    from i2i.contract.registry import default_registry
 
     registry = default_registry()
     table = Table(box=None, header_style="bold")
@@ -136,7 +136,7 @@ def list_parts(kind: str | None) -> None:
 @click.argument("name")
 def info(kind: str, name: str) -> None:
     """Show a part's description, package and options."""
-    from i2i.registry import default_registry
+    from i2i.contract.registry import default_registry
 
     part = default_registry().info(kind, name)
     stdout.print(f"[bold]{kind} {name}[/bold] ({part.package}): {part.description}", highlight=False)
@@ -188,7 +188,7 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
               batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
-    from i2i.inference import translate as run_translation
+    from i2i.tools.inference import translate as run_translation
 
     with counting_progress("translate") as show:
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
@@ -218,7 +218,7 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
 def demo(checkpoint: Path, which: str | None, host: str, port: int, device: str, raw: bool, max_upload_mb: float,
          max_pixels: int) -> None:
     """Try the generator in CHECKPOINT in a web page: drop an image, see it translated (needs i2i[demo])."""
-    from i2i.demo import serve
+    from i2i.tools.demo import serve
 
     def say(text: str) -> None:
         stdout.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -236,7 +236,7 @@ def demo(checkpoint: Path, which: str | None, host: str, port: int, device: str,
               help="The .safetensors file to write (default: REFERENCE with a .safetensors suffix).")
 def convert(reference: Path, out: Path | None) -> None:
     """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint (.pth) as an i2i generator file."""
-    from i2i.convert import convert as run_conversion, options_text
+    from i2i.tools.convert import convert as run_conversion, options_text
 
     result = run_conversion(reference, out or reference.with_suffix(".safetensors"))
     stdout.print(f"recognised generator {result.name} ({options_text(result.options)}); wrote {result.tensors}"
@@ -256,7 +256,7 @@ def convert(reference: Path, out: Path | None) -> None:
               help="The example input is 1 x C x N x N; N must be a multiple of the generator's size multiple.")
 @click.option("--dynamic", is_flag=True,
               help="Free batch, height and width axes in ONNX; both formats are then also checked at a second size.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,  # i2i.export.TOLERANCE
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,  # i2i.tools.export.TOLERANCE
               help="Largest max abs difference (outputs in [-1, 1]) between the exported file and the generator.")
 @checkpoint_option
 @raw_option
@@ -268,7 +268,7 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
     image and its negative, up to 3 held-out images of the run's data): if any output differs by more than the
     tolerance, the export fails and nothing is written to --out.
     """
-    from i2i.export import export_generator
+    from i2i.tools.export import export_generator
 
     report = export_generator(checkpoint, fmt, out, direction=direction, size=size, dynamic=dynamic,
                               tolerance=tolerance, which=which, raw=raw)
@@ -300,7 +300,7 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
 def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overrides: tuple[str, ...],
           out: Path | None, jobs: int, resume: bool) -> None:
     """Train one run of RECIPE per combination, then compare them on one page."""
-    from i2i.sweep import sweep as run_sweep
+    from i2i.tools.sweep import sweep as run_sweep
 
     def show(event: str, combo, detail: str) -> None:
         style = {"finished": "green", "failed": "red"}.get(event, "")
@@ -326,7 +326,7 @@ def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overri
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (for translating).")
 def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> None:
     """Compare RUN folders: differing recipe keys, final losses and metrics, loss curves, translations."""
-    from i2i.compare import compare_runs
+    from i2i.tools.compare import compare_runs
 
     result = compare_runs(list(runs), out, samples=samples, device=device)
     stdout.print(result.table, highlight=False, markup=False, soft_wrap=True, end="")
@@ -358,9 +358,9 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
 def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, fid: str | None,
              batch_size: int, size: int | None, device: str, which: str | None, raw: bool) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
-    from i2i.cache import inception_path
-    from i2i.evaluate import download_command, evaluate as run_evaluation
-    from i2i.inference import weights_note
+    from i2i.storage.cache import inception_path
+    from i2i.tools.evaluate import download_command, evaluate as run_evaluation
+    from i2i.tools.inference import weights_note
 
     with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
@@ -398,7 +398,7 @@ def _metric_text(value: object) -> str:
 
 def _rank_prefix() -> str:
     """"rank N: " in a process torchrun started, so each line says which process it comes from."""
-    from i2i.distributed import launched
+    from i2i.engine.distributed import launched
 
     return f"rank {os.environ.get('RANK', '?')}: " if launched() else ""
 
@@ -443,7 +443,7 @@ def _download(label: str, fetch: Callable, what: str, next_label: str) -> None:
     if result.cached:
         say(f"{what} {result.entry.qualified} is already in {result.path} (nothing fetched){detail}")
     else:
-        from i2i.download.transfer import human_size
+        from i2i.tools.download.transfer import human_size
 
         fetched = result.fetched
         resumed = f", resumed at {human_size(fetched.resumed_from)}" if fetched.resumed_from else ""
@@ -463,7 +463,7 @@ def _download(label: str, fetch: Callable, what: str, next_label: str) -> None:
 @download_options
 def download_dataset(name: str, root: Path | None, url: str | None, sha256: str) -> None:
     """Fetch dataset NAME (e.g. horse2zebra, pix2pix/facades) in the layout `i2i run` trains on."""
-    from i2i.download import download_dataset as fetch_dataset
+    from i2i.tools.download import download_dataset as fetch_dataset
 
     _download(name, lambda show: fetch_dataset(name, root, url, sha256, show), "dataset", "train on it")
 
@@ -473,7 +473,7 @@ def download_dataset(name: str, root: Path | None, url: str | None, sha256: str)
 @download_options
 def download_model(name: str, root: Path | None, url: str | None, sha256: str) -> None:
     """Fetch published generator NAME (e.g. horse2zebra, pix2pix/edges2shoes), converted to .safetensors."""
-    from i2i.download import download_model as fetch_model
+    from i2i.tools.download import download_model as fetch_model
 
     _download(name, lambda show: fetch_model(name, root, url, sha256, show), "model", "translate with")
 
@@ -485,7 +485,7 @@ def download_model(name: str, root: Path | None, url: str | None, sha256: str) -
 @download_options
 def download_inception(kind: str, root: Path | None, url: str | None, sha256: str) -> None:
     """Fetch the Inception weights `i2i evaluate` computes FID and KID with."""
-    from i2i.download import download_inception as fetch_inception
+    from i2i.tools.download import download_inception as fetch_inception
 
     _download(f"inception ({kind})", lambda show: fetch_inception(kind, root, url, sha256, show),
               "Inception weights", "evaluate with")
@@ -495,7 +495,7 @@ def download_inception(kind: str, root: Path | None, url: str | None, sha256: st
 @click.argument("kind", required=False, type=click.Choice(["dataset", "model", "inception"]))
 def download_list(kind: str | None) -> None:
     """List what `i2i download` can fetch (of one KIND), with upstream's URL."""
-    from i2i.download import KINDS, entries
+    from i2i.tools.download import KINDS, entries
 
     table = Table(box=None, header_style="bold")
     for column in ("kind", "name", "layout", "url"):

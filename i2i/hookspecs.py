@@ -7,7 +7,7 @@ A plugin is a Python module named by an entry point in the ``i2i`` group of its 
 
 The module holds functions marked with ``@i2i.hookimpl`` whose names are the hooks below. Each hook returns
 the part *classes* the plugin adds; the core instantiates them with the options a recipe gives. A part class
-subclasses the interface of its kind from :mod:`i2i.parts`, sets ``name`` (the name recipes use, unique per
+subclasses the interface of its kind from :mod:`i2i.contract.parts`, sets ``name`` (the name recipes use, unique per
 kind) and ``options`` (a tuple of :class:`i2i.Option`), and its docstring's first line is the description
 ``i2i list`` prints. Every option a recipe passes has been checked against ``options`` (and by the class's
 ``check_options``, for checks that need several options or a look outside, e.g. a model name or a file) before
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from i2i.parts import Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
+from i2i.contract.callbacks import Callback
+from i2i.contract.parts import Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
 
 if TYPE_CHECKING:
     import click
@@ -34,20 +35,20 @@ hookimpl = pluggy.HookimplMarker("i2i")
 
 @hookspec
 def i2i_generators() -> list[type[Generator]]:
-    """Return generator classes (subclasses of :class:`i2i.parts.Generator`).
+    """Return generator classes (subclasses of :class:`i2i.contract.parts.Generator`).
 
     A generator is an ``nn.Module`` mapping (N, C, H, W) images in [-1, 1] to images of the same size. Set
     ``size_multiple`` to the factor input sizes must divide by, and ``batch_independent = False`` when an
     output depends on other samples of the batch (batch norm), which stops the trainer from batching calls.
     Declare ``in_channels`` and ``out_channels`` options (default 3) so methods can set them. Implement
-    ``feature_channels`` and ``encode`` (see :class:`i2i.parts.Generator`) to expose the encoder's feature maps,
+    ``feature_channels`` and ``encode`` (see :class:`i2i.contract.parts.Generator`) to expose the encoder's feature maps,
     which methods that compare them (``cut``'s PatchNCE) need.
     """
 
 
 @hookspec
 def i2i_discriminators() -> list[type[Discriminator]]:
-    """Return discriminator classes (subclasses of :class:`i2i.parts.Discriminator`).
+    """Return discriminator classes (subclasses of :class:`i2i.contract.parts.Discriminator`).
 
     A discriminator is an ``nn.Module`` returning raw scores (no sigmoid) for a batch of images: one per image
     or a map of per-patch scores. Declare an ``in_channels`` option (default 3): conditional methods such as
@@ -57,8 +58,8 @@ def i2i_discriminators() -> list[type[Discriminator]]:
 
 @hookspec
 def i2i_losses() -> list[type[Loss]]:
-    """Return loss classes, each a subclass of :class:`i2i.parts.AdversarialLoss` or
-    :class:`i2i.parts.ReconstructionLoss`.
+    """Return loss classes, each a subclass of :class:`i2i.contract.parts.AdversarialLoss` or
+    :class:`i2i.contract.parts.ReconstructionLoss`.
 
     Adversarial losses are called as ``loss(prediction, target_is_real)`` for the discriminator's objective and
     as ``loss.generator_loss(prediction)`` for the generator's (by default ``loss(prediction, True)``; override it
@@ -73,7 +74,7 @@ def i2i_losses() -> list[type[Loss]]:
 
 @hookspec
 def i2i_buffers() -> list[type[Buffer]]:
-    """Return buffer classes (subclasses of :class:`i2i.parts.Buffer`).
+    """Return buffer classes (subclasses of :class:`i2i.contract.parts.Buffer`).
 
     A buffer answers ``query(fakes)`` with the batch the discriminator should see instead (e.g. a pool of past
     fakes) and saves its contents with ``state_dict`` for checkpoints.
@@ -82,7 +83,7 @@ def i2i_buffers() -> list[type[Buffer]]:
 
 @hookspec
 def i2i_augments() -> list[type[Augment]]:
-    """Return augment classes (subclasses of :class:`i2i.parts.Augment`), chosen by a recipe's ``[augment]``.
+    """Return augment classes (subclasses of :class:`i2i.contract.parts.Augment`), chosen by a recipe's ``[augment]``.
 
     An augment transforms every image batch a discriminator scores, real and fake, in D's update and in G's,
     differentiably (gradients reach the generator through it). ``draw(images)`` returns random parameters, one
@@ -97,7 +98,7 @@ def i2i_augments() -> list[type[Augment]]:
 
 @hookspec
 def i2i_methods() -> list[type[Method]]:
-    """Return method classes (subclasses of :class:`i2i.parts.Method`).
+    """Return method classes (subclasses of :class:`i2i.contract.parts.Method`).
 
     A method builds its networks from the recipe through the factory it is given, says which parameters each
     optimizer owns, and computes one training step. It declares its loss slots in ``losses`` and the component
@@ -108,7 +109,7 @@ def i2i_methods() -> list[type[Method]]:
 
 @hookspec
 def i2i_datasets() -> list[type[Dataset]]:
-    """Return dataset classes (subclasses of :class:`i2i.parts.Dataset`).
+    """Return dataset classes (subclasses of :class:`i2i.contract.parts.Dataset`).
 
     ``load(split, augment)`` returns a ``torch.utils.data.Dataset`` whose items are dicts with "A" and "B"
     image tensors in [-1, 1] and their paths "A_path", "B_path".
@@ -117,7 +118,7 @@ def i2i_datasets() -> list[type[Dataset]]:
 
 @hookspec
 def i2i_optimizers() -> list[type[Optimizer]]:
-    """Return optimizer classes (subclasses of :class:`i2i.parts.Optimizer`).
+    """Return optimizer classes (subclasses of :class:`i2i.contract.parts.Optimizer`).
 
     ``build(params)`` returns a ``torch.optim.Optimizer`` over one parameter group of a method (e.g. "G" or
     "D"). Declare an ``lr`` option: the schedule multiplies it. The optimizer's ``state_dict`` is saved in every
@@ -127,17 +128,17 @@ def i2i_optimizers() -> list[type[Optimizer]]:
 
 @hookspec
 def i2i_schedules() -> list[type[Schedule]]:
-    """Return learning-rate schedule classes (subclasses of :class:`i2i.parts.Schedule`).
+    """Return learning-rate schedule classes (subclasses of :class:`i2i.contract.parts.Schedule`).
 
     ``factor(clock)`` is asked before every step and multiplies each group's base rate; ``clock`` says the
-    step, epoch and the run's length (:class:`i2i.parts.ScheduleClock`). A schedule that keeps state returns
+    step, epoch and the run's length (:class:`i2i.contract.parts.ScheduleClock`). A schedule that keeps state returns
     it from ``state_dict`` for checkpoints.
     """
 
 
 @hookspec
 def i2i_callbacks() -> list[type[Callback]]:
-    """Return callback classes (subclasses of :class:`i2i.parts.Callback`).
+    """Return callback classes (subclasses of :class:`i2i.contract.callbacks.Callback`).
 
     A callback acts on the loop's lifecycle events: ``on_train_start``, ``on_step_end`` (with the step's loss
     tensors), ``on_log`` (the logged means, as a record later callbacks see), ``on_checkpoint_save`` /

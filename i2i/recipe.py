@@ -11,9 +11,9 @@ from typing import Any
 import tomli_w
 
 from i2i.errors import I2IError
-from i2i.options import Option, OptionSet, article, unknown_key_message
-from i2i.parts import Method
-from i2i.registry import Registry, default_registry
+from i2i.contract.options import Option, OptionSet, article, unknown_key_message
+from i2i.contract.parts import Method
+from i2i.contract.registry import Registry, default_registry
 
 RUN = OptionSet((
     Option("name", str, "i2i", "run name; the run folder is runs/<name> unless --out says otherwise"),

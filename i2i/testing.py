@@ -25,12 +25,12 @@ import tomli_w
 import torch
 from torch import Tensor, nn
 
-from i2i.checkpoint import flatten_state, unflatten_state
+from i2i.storage.checkpoint import flatten_state, unflatten_state
 from i2i.errors import I2IError
-from i2i.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Part,
+from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Part,
                        ReconstructionLoss, ScheduleClock)
-from i2i.registry import Registry, default_registry
-from i2i.rundir import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RunFolder
+from i2i.contract.registry import Registry, default_registry
+from i2i.storage.rundir import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RunFolder
 
 __all__ = ["SMOKE_RECIPE", "check_part", "run_recipe"]
 

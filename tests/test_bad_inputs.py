@@ -20,7 +20,7 @@ from PIL import Image
 
 from bad_inputs import CASES, build, noise
 from conftest import RECIPES, Result
-from i2i.inference import output_format
+from i2i.tools.inference import output_format
 
 TINY_CYCLEGAN = ["--set", "data.load_size=36", "--set", "data.crop_size=32", "--set", "data.workers=0",
                  "--set", "generator.channels=4", "--set", "generator.blocks=1", "--set", "discriminator.channels=4",

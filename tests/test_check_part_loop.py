@@ -8,7 +8,7 @@ import torch
 
 import i2i
 import i2i.api
-from i2i.registry import Registry
+from i2i.contract.registry import Registry
 from i2i.testing import check_part
 
 

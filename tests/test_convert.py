@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from conftest import error_line
-from i2i.convert import convert
+from i2i.tools.convert import convert
 from i2i.errors import I2IError
 from i2i_stock.patchgan import PatchGANDiscriminator
 from i2i_stock.resnet import ResnetGenerator

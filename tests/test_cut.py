@@ -18,7 +18,7 @@ from conftest import RECIPES, SHARED_DATA, TINY, assert_same_final_state, error_
 from i2i.cli import main
 from i2i.errors import I2IError
 from i2i.recipe import load_recipe
-from i2i.registry import Registry
+from i2i.contract.registry import Registry
 from i2i.testing import check_part
 from i2i_stock.cut import patch_nce_loss
 from i2i_stock.resnet import ResnetGenerator

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from i2i.errors import I2IError
-from i2i.images import list_images, read_image, transform_image
+from i2i.data.images import list_images, read_image, transform_image
 from i2i_stock.datasets import Synthetic, UnpairedFolders, draw_synthetic
 
 
@@ -149,7 +149,7 @@ def test_permission_denied_reason_when_running_as_root(tmp_path: Path, monkeypat
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("i2i.images._open_file", refuse)  # tests/test_bad_inputs.py has a real unreadable file
+    monkeypatch.setattr("i2i.data.images._open_file", refuse)  # tests/test_bad_inputs.py has a real unreadable file
     with pytest.raises(I2IError, match="locked.png: permission denied$"):
         read_image(path)
 
@@ -365,7 +365,7 @@ def test_items_work_in_dataloader_workers() -> None:
 
 
 def test_registered_through_the_entry_point() -> None:
-    from i2i.registry import Registry
+    from i2i.contract.registry import Registry
 
     registry = Registry()
     with warnings.catch_warnings():

@@ -18,10 +18,10 @@ from torch import nn
 import i2i
 from conftest import RECIPES, assert_same_final_state, error_line
 from i2i.api import Generator
-from i2i.checkpoint import VALUES_KEY, part_metadata
-from i2i.images import read_array
-from i2i.registry import default_registry
-from i2i.values import DomainRange, ValueMap
+from i2i.storage.checkpoint import VALUES_KEY, part_metadata
+from i2i.data.images import read_array
+from i2i.contract.registry import default_registry
+from i2i.data.values import DomainRange, ValueMap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

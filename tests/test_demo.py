@@ -53,7 +53,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(run: Path) -> Any:
     """The run's generators, loaded once for every demo of this module."""
-    from i2i.demo import load_model
+    from i2i.tools.demo import load_model
 
     return load_model(run, "cpu")
 
@@ -75,7 +75,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serving(run: Path, model: Any, **limits: Any) -> Iterator[str]:
     """A demo of `run` served on a free port of 127.0.0.1 in this process; its URL, until the test module ends."""
     pytest.importorskip("gradio", reason='the demo needs Gradio: pip install "i2i[demo]"')
-    from i2i.demo import build_demo, close_demo, launch_demo
+    from i2i.tools.demo import build_demo, close_demo, launch_demo
 
     demo = build_demo(run, model=model, **limits)
     url = launch_demo(demo, "127.0.0.1", free_port())
@@ -257,7 +257,7 @@ def test_uploads_over_the_limits_get_a_message(chrome, strict_server, images):  
 
 
 def test_limits_name_the_file_and_the_setting(images, model):
-    from i2i.demo import Limits, UserError, read_upload, translate_file
+    from i2i.tools.demo import Limits, UserError, read_upload, translate_file
 
     with pytest.raises(UserError, match=r"^noise\.png is 0\.0[5-9] MB, more than the 0\.01 MB this demo takes"
                                         r" \(--max-upload-mb\)$"):
@@ -289,7 +289,7 @@ def test_without_gradio_the_command_says_how_to_install_it(cli, run, monkeypatch
 
 @needs_gradio
 def test_other_machines_get_a_warning_and_ctrl_c_stops_cleanly(cli, run, monkeypatch):
-    import i2i.demo
+    import i2i.tools.demo
 
     launched = []
 
@@ -297,9 +297,9 @@ def test_other_machines_get_a_warning_and_ctrl_c_stops_cleanly(cli, run, monkeyp
         raise KeyboardInterrupt
 
     # No server: one on 0.0.0.0 would be reachable from the network while the test runs.
-    monkeypatch.setattr(i2i.demo, "launch_demo", lambda demo, host, port: launched.append(host) or
+    monkeypatch.setattr(i2i.tools.demo, "launch_demo", lambda demo, host, port: launched.append(host) or
                         f"http://{host}:{port}/")
-    monkeypatch.setattr(i2i.demo, "_wait_for_ctrl_c", interrupt)
+    monkeypatch.setattr(i2i.tools.demo, "_wait_for_ctrl_c", interrupt)
     result = cli("demo", run, "--host", "0.0.0.0", "--port", "8123", "--device", "cpu")
     assert result.code == 0, result.err
     assert result.err.startswith("warning: --host 0.0.0.0 makes the demo reachable from other machines: anyone who"

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import RECIPES, TINY
-from i2i.loader import EpochSampler
+from i2i.data.loader import EpochSampler
 
 QUICK = RECIPES / "quickstart.toml"
 PROBE = Path(__file__).parent / "distributed_probe.py"

@@ -18,9 +18,9 @@ from PIL import Image
 
 from conftest import RECIPES, error_line
 from file_server import FileServer, refused_url
-from i2i.cache import INCEPTION_FILES, inception_path
-from i2i.download import entries, lookup
-from i2i.download.archives import BadArchive, extract
+from i2i.storage.cache import INCEPTION_FILES, inception_path
+from i2i.tools.download import entries, lookup
+from i2i.tools.download.archives import BadArchive, extract
 from i2i_stock.datasets import draw_synthetic
 from test_convert import reference_generator
 

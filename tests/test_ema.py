@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import RECIPES, TINY, assert_same_final_state, error_line, kill_9_at, run_module
-from i2i.parts import Method
+from i2i.contract.parts import Method
 
 QUICK = RECIPES / "quickstart.toml"
 STEPS = ["--set", "train.max_steps=4", "--set", "train.log_every=1", "--set", "train.checkpoint_every=1",
@@ -184,7 +184,7 @@ def test_evaluate_and_export_use_the_average(cli, runs, tmp_path):
     assert raw.code == 0 and "with the raw weights (G_A, G_B)" in raw.out
     assert json.loads((run / "metrics.json").read_text())["generators"]["AtoB"] == "G_A.safetensors"
 
-    from i2i.inference import load_generator
+    from i2i.tools.inference import load_generator
 
     exported = cli("export", run, "--format", "torchscript", "--out", tmp_path / "g.pt", "--direction", "BtoA")
     assert exported.code == 0, exported.err
@@ -206,7 +206,7 @@ def test_batch_norm_statistics_are_copied_and_the_average_loads_channels_last(cl
     stats = [k for k in raw if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert stats and all(ema[k].equal(raw[k]) for k in stats)
     assert raw[stats[0]].abs().sum() > 0 and not ema["model.1.weight"].equal(raw["model.1.weight"])
-    from i2i.inference import load_generator
+    from i2i.tools.inference import load_generator
 
     assert load_generator(run, "AtoB").training is False  # the average rebuilt into a fresh network
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import RECIPES, TINY, error_line
-from i2i.evaluate import (PSNR_CAP, DistributionScores, InceptionFeatures, frechet_distance, load_inception,
+from i2i.tools.evaluate import (PSNR_CAP, DistributionScores, InceptionFeatures, frechet_distance, load_inception,
                           paired_metrics)
 from i2i_stock.datasets import draw_synthetic
 
@@ -169,7 +169,7 @@ def test_fid_kid_plumbing_with_a_tiny_feature_network(cli, cycle_run: Path, unpa
         features.protocol = "torchvision"  # what load_inception's networks say they measure
         return features
 
-    monkeypatch.setattr("i2i.evaluate.load_inception", tiny)
+    monkeypatch.setattr("i2i.tools.evaluate.load_inception", tiny)
     result = cli("evaluate", cycle_run, "--data", unpaired_data, "--inception-weights", weights)
     assert result.code == 0, result.err
     assert loaded == [weights]

@@ -20,10 +20,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import RECIPES, ROOT, TINY, Result, error_line, run_module
-from i2i.checkpoint import part_metadata
+from i2i.storage.checkpoint import part_metadata
 from i2i.cli import main
-from i2i.export import ParityError, export_module
-from i2i.inference import load_generator
+from i2i.tools.export import ParityError, export_module
+from i2i.tools.inference import load_generator
 from i2i_stock.resnet import ResnetGenerator
 from i2i_stock.unet import UnetGenerator
 
@@ -277,7 +277,7 @@ def test_cli_failed_check_keeps_the_previous_file(cli, converted, tmp_path, monk
     file, _ = converted
     out = tmp_path / "g.pt"
     out.write_bytes(b"the previous export")
-    monkeypatch.setattr("i2i.inference.load_generator", lambda *args, **kwargs: Drift(1e-3))
+    monkeypatch.setattr("i2i.tools.inference.load_generator", lambda *args, **kwargs: Drift(1e-3))
     line = error_line(cli("export", file, "--format", "torchscript", "--out", out, "--size", 32))
     assert "parity check failed" in line and "0.001" in line and "tolerance 0.0001" in line and str(out) in line
     assert out.read_bytes() == b"the previous export"
@@ -342,7 +342,7 @@ def test_readme_snippet_translates_like_the_generator(run, run_exports, converte
 
 def test_the_cli_default_tolerance_is_the_documented_one():
     from i2i.cli import export
-    from i2i.export import TOLERANCE
+    from i2i.tools.export import TOLERANCE
 
     assert TOLERANCE == 1e-4 and next(p for p in export.params if p.name == "tolerance").default == TOLERANCE
     assert "Tolerance.** The default `--tolerance` is 1e-4" in (ROOT / "README.md").read_text(encoding="utf-8")

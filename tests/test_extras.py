@@ -111,7 +111,7 @@ def test_set_alone_swaps_its_parts_into_a_shipped_recipe(extras, tmp_path):
                                                  ("discriminator", "pixel", {"channels": 4}),
                                                  ("discriminator", "pixel", {"channels": 4, "norm": "none"})])
 def test_its_parts_pass_check_part(extras, kind: str, name: str, options: dict[str, Any]):
-    from i2i.registry import Registry
+    from i2i.contract.registry import Registry
     from i2i.testing import check_part
 
     # default_registry() is loaded once per process and may predate the install: read the entry points afresh.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES, TINY, Result, assert_same_final_state, error_line
-from i2i.checkpoint import list_checkpoints, read_state, read_tensors
+from i2i.storage.checkpoint import list_checkpoints, read_state, read_tensors
 
 # The trials fork a process that has imported torch: relied on (and tested) on Linux only.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks a process (Linux only)")
@@ -45,7 +45,7 @@ FORKER = r"""
 import errno, json, os, signal, sys
 import i2i.engine
 from i2i.cli import main
-from i2i.registry import default_registry
+from i2i.contract.registry import default_registry
 
 default_registry()
 

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from i2i.atomic import atomic_file
+from i2i.storage.atomic import atomic_file
 from i2i.errors import I2IError
-from i2i.images import (ARRAY_EXTENSIONS, ARRAY_FORMATS, IMAGE_EXTENSIONS, list_images, read_array, read_image,
+from i2i.data.images import (ARRAY_EXTENSIONS, ARRAY_FORMATS, IMAGE_EXTENSIONS, list_images, read_array, read_image,
                         write_array)
 
 RNG = np.random.default_rng(0)

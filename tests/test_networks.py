@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from i2i.errors import I2IError
-from i2i.registry import Registry
-from i2i_stock.layers import init_weights, norm_layer
+from i2i.contract.registry import Registry
+from i2i.api import init_weights, norm_layer
 from i2i_stock.patchgan import PatchGANDiscriminator
 from i2i_stock.resnet import ResnetGenerator
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import RECIPES, TINY, error_line, run_module
 from i2i.errors import I2IError
-from i2i.registry import Registry
+from i2i.contract.registry import Registry
 from test_plugins import pip_install
 
 PACKAGES = ("i2i_clash_a", "i2i_clash_b", "i2i_clash_c", "i2i_hello", "i2i_broken")

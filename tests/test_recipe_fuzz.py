@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conftest import RECIPES, error_line
 from i2i.errors import I2IError
 from i2i.recipe import TABLES, load_recipe, resolve
-from i2i.registry import default_registry
+from i2i.contract.registry import default_registry
 
 # Bounded so the module takes seconds; derandomized so a failure reproduces on every run and machine.
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,

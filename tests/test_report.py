@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from i2i.report import PAD, plot_losses, read_metrics, save_samples, write_report
+from i2i.tools.report import PAD, plot_losses, read_metrics, save_samples, write_report
 
 NAMES = ["real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import RECIPES, ROOT, TINY
 from i2i.errors import I2IError
-from i2i.rundir import BEST, RunFolder
+from i2i.storage.rundir import BEST, RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,14 +136,14 @@ def test_save_recipe_round_trips(trained, tmp_path):
 
 
 def test_run_folder_names_are_spelled_in_one_module():
-    """Only i2i/rundir.py spells the run folder's file names; everything else asks it (tests check the layout
+    """Only i2i/storage/rundir.py spells the run folder's file names; everything else asks it (tests check the layout
     on their own, so they are not searched)."""
     # "checkpoints" is also a word (the stock callback's name, a report label): only its uses as a path count
     literal = re.compile(r"""(["'])(recipe\.toml|metrics\.jsonl|report\.html)(\1|/)"""
                          r"""|/\s*(["'])checkpoints\4|(["'])checkpoints(\5\s*/|/)""")
     found = []
     for file in sorted([*(ROOT / "i2i").rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]):
-        if file == ROOT / "i2i" / "rundir.py" or "tests" in file.relative_to(ROOT).parts:
+        if file == ROOT / "i2i" / "storage" / "rundir.py" or "tests" in file.relative_to(ROOT).parts:
             continue
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
             if literal.search(line):

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import RECIPES, ROOT, TINY, assert_same_final_state
-from i2i.layers import BlurDownsample, BlurUpsample
-from i2i.registry import create
+from i2i.nn.layers import BlurDownsample, BlurUpsample
+from i2i.contract.registry import create
 from i2i.testing import check_part
 
 

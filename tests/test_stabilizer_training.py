@@ -13,8 +13,8 @@ from torch import nn
 from conftest import RECIPES, TINY, assert_same_final_state, error_line
 from i2i.errors import I2IError
 from i2i.recipe import load_recipe
-from i2i.registry import create
-from i2i.rundir import RunFolder
+from i2i.contract.registry import create
+from i2i.storage.rundir import RunFolder
 from i2i.testing import check_part
 
 QUICK = RECIPES / "quickstart.toml"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from i2i.errors import I2IError
-from i2i.registry import Registry
+from i2i.contract.registry import Registry
 from i2i_stock.encdec import EncoderDecoderGenerator
 from i2i_stock.image_pool import NoBuffer
 from i2i_stock.losses import VanillaGANLoss, WGANGPLoss

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import RECIPES, TINY, error_line
 from i2i.errors import I2IError
-from i2i.sweep import combinations
+from i2i.tools.sweep import combinations
 
 QUICK = RECIPES / "quickstart.toml"
 SHORT = [*TINY, "--set", "train.max_steps=2", "--set", "train.checkpoint_every=0", "--set", "train.log_every=1"]

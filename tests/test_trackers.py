@@ -119,7 +119,7 @@ def test_three_trackers_at_once_then_resume(cli, tmp_path, one_thread):
     assert {f.path for f in client.list_artifacts(run_id, "generators")} == {"generators/G_A.safetensors",
                                                                             "generators/G_B.safetensors"}
     assert "report/report.html" in {f.path for f in client.list_artifacts(run_id, "report")}
-    from i2i.rundir import RunFolder
+    from i2i.storage.rundir import RunFolder
 
     state = RunFolder(run).read_state(RunFolder(run).newest_checkpoint())
     assert json.dumps(state).count(run_id) >= 1  # the checkpoint keeps the MLflow run's id for --resume

@@ -10,10 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import RECIPES, TINY
-from i2i.checkpoint import list_checkpoints, load_network, save_checkpoint
+from i2i.storage.checkpoint import list_checkpoints, load_network, save_checkpoint
 from i2i.errors import I2IError
-from i2i.registry import create
-from i2i.parts import ScheduleClock
+from i2i.contract.registry import create
+from i2i.contract.parts import ScheduleClock
 
 QUICK = RECIPES / "quickstart.toml"
 

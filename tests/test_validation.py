@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES, TINY, assert_same_final_state, checkpoint_tensors, error_line, kill_9_at, run_module
-from i2i.checkpoint import copy_checkpoint
-from i2i.rundir import RunFolder
+from i2i.storage.checkpoint import copy_checkpoint
+from i2i.storage.rundir import RunFolder
 from i2i_stock.datasets import draw_synthetic
 
 PIX2PIX = RECIPES / "pix2pix.toml"

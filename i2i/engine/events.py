@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from i2i.parts import Callback, TrainingContext
+from i2i.contract.callbacks import Callback, TrainingContext
 
 
 class Events:

@@ -17,15 +17,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from i2i.devices import resolve_device, usable_cpus
-from i2i.distributed import Distributed
+from i2i.engine.devices import resolve_device, usable_cpus
+from i2i.engine.distributed import Distributed
 from i2i.engine.placement import to_channels_last
 from i2i.errors import I2IError
-from i2i.loader import EpochSampler, SeededItems
-from i2i.parts import Augment, Buffer, Callback, Dataset, Discriminator, Generator, Loss, Method
+from i2i.data.loader import EpochSampler, SeededItems
+from i2i.contract.callbacks import Callback
+from i2i.contract.parts import Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method
 from i2i.recipe import Recipe
-from i2i.registry import Registry
-from i2i.values import ValueMap
+from i2i.contract.registry import Registry
+from i2i.data.values import ValueMap
 
 
 def seed_everything(seed: int) -> None:

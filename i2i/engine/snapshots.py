@@ -1,5 +1,5 @@
 """Checkpoints of a training run: the networks' files plus the state of every stateful piece, written and
-restored through one generic flattener (i2i.checkpoint), so no piece is listed by hand here or there."""
+restored through one generic flattener (i2i.storage.checkpoint), so no piece is listed by hand here or there."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.checkpoint import (VALUES_KEY, first_mismatch, flatten_state, part_metadata, read_state, read_tensors,
+from i2i.storage.checkpoint import (VALUES_KEY, first_mismatch, flatten_state, part_metadata, read_state, read_tensors,
                             save_checkpoint, unflatten_state)
 from i2i.engine.placement import tensors_to
 from i2i.engine.setup import PartBuilder
 from i2i.engine.state import LoopState
 from i2i.errors import I2IError
-from i2i.parts import Method
+from i2i.contract.parts import Method
 from i2i.recipe import Recipe
-from i2i.rundir import RunFolder
+from i2i.storage.rundir import RunFolder
 
 
 class Snapshots:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from i2i.distributed import Distributed
+from i2i.engine.distributed import Distributed
 from i2i.engine.placement import tensors_to
 
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import Tensor
 
-from i2i.distributed import Distributed
+from i2i.engine.distributed import Distributed
 
 
 class Stepper:

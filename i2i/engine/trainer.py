@@ -15,8 +15,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from i2i.checkpoint import RandomState, step_name
-from i2i.distributed import Distributed
+from i2i.storage.checkpoint import RandomState, step_name
+from i2i.engine.distributed import Distributed
 from i2i.engine.events import Events
 from i2i.engine.placement import to_device
 from i2i.engine.setup import (seed_everything, setup_callbacks, setup_data, setup_device, setup_method,
@@ -25,17 +25,17 @@ from i2i.engine.snapshots import Snapshots
 from i2i.engine.state import LoopState, LossMeter
 from i2i.engine.stepper import Stepper
 from i2i.errors import I2IError, Interrupted
-from i2i.loader import derive_seed
-from i2i.parts import ScheduleClock
+from i2i.data.loader import derive_seed
+from i2i.contract.parts import ScheduleClock
 from i2i.recipe import Recipe
-from i2i.registry import Registry, default_registry
-from i2i.rundir import RunFolder
+from i2i.contract.registry import Registry, default_registry
+from i2i.storage.rundir import RunFolder
 
 
 class Trainer:
     """Trains a method on a recipe into a run folder; everything is built and checked before anything is written.
 
-    It is the TrainingContext (i2i.parts) every callback receives.
+    It is the TrainingContext (i2i.contract.callbacks) every callback receives.
     """
 
     def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
@@ -74,7 +74,7 @@ class Trainer:
         self._checkpoint_requested = False
         self.events.setup(self)  # callbacks check what needs the built run, before anything is written
 
-    # -- what callbacks see (i2i.parts.TrainingContext) -------------------------------------------------------
+    # -- what callbacks see (i2i.contract.callbacks.TrainingContext) ---------------------------------------------
     @property
     def step(self) -> int:
         """Steps done."""

@@ -16,10 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from i2i.errors import I2IError
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Augment
+from i2i.api import Augment, I2IError, Option, hookimpl
 
 TRANSFORMS = ("color", "translation", "cutout")
 

@@ -30,11 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2i.errors import I2IError
-from i2i.hookspecs import hookimpl
-from i2i.options import Option, toml_value
-from i2i.parts import AdversarialLoss, Augment, Discriminator, Generator, LossSlot, Method, PartFactory, Stepper
-from i2i_stock.layers import init_weights
+from i2i.api import (AdversarialLoss, Augment, Discriminator, Generator, I2IError, LossSlot, Method, Option,
+                    PartFactory, Stepper, hookimpl, init_weights, toml_value)
 from i2i_stock.steps import augmented, call, set_requires_grad, update_discriminator
 
 #: the similarity given to a positive's own entry among its negatives, before the temperature (the paper's)

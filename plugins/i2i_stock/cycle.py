@@ -7,11 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from i2i.errors import I2IError
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Augment, Buffer, Discriminator, Generator, LossSlot, Method, PartFactory,
-                       ReconstructionLoss, Stepper)
+from i2i.api import (AdversarialLoss, Augment, Buffer, Discriminator, Generator, I2IError, LossSlot, Method, Option,
+                    PartFactory, ReconstructionLoss, Stepper, hookimpl)
 from i2i_stock.steps import augmented, call, set_requires_grad
 
 

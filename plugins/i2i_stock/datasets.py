@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageDraw
 
-from i2i.api import (IMAGE_EXTENSIONS, Dataset, I2IError, ImageFiles, Option, hookimpl, image_opens, list_images,
-                     transform_image, transform_images)
-from i2i.images import ARRAY_EXTENSIONS, read_array
-from i2i.pixels import PIXEL_OPTIONS, Pixels, transform_tensors
-from i2i.values import ValueMap
+from i2i.api import (ARRAY_EXTENSIONS, Dataset, I2IError, IMAGE_EXTENSIONS, ImageFiles, Option, PIXEL_OPTIONS,
+                    Pixels, ValueMap, hookimpl, image_opens, list_images, read_array, transform_image,
+                    transform_images, transform_tensors)
 
 __all__ = ["AlignedFolders", "Synthetic", "UnpairedFolders", "draw_synthetic", "i2i_datasets"]
 

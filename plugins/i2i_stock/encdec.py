@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Generator
-from i2i_stock.layers import (
-    INIT_OPTIONS, batch_independent, conv_bias, init_weights, norm_layer, norm_option, stage_width)
+from i2i.api import (Generator, INIT_OPTIONS, Option, batch_independent, conv_bias, hookimpl, init_weights,
+                    norm_layer, norm_option, stage_width)
 
 _KERNEL = 4
 

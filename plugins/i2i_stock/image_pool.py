@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Buffer
+from i2i.api import Buffer, Option, hookimpl
 
 
 class ImagePool(Buffer):

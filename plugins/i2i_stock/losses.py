@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import AdversarialLoss, ReconstructionLoss
+from i2i.api import AdversarialLoss, Option, ReconstructionLoss, hookimpl
 
 
 class LSGANLoss(AdversarialLoss):

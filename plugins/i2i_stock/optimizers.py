@@ -7,10 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.errors import I2IError
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Optimizer
+from i2i.api import I2IError, Optimizer, Option, hookimpl
 
 _KERNELS = {"auto": {}, "fused": {"fused": True}, "foreach": {"foreach": True}, "single": {"foreach": False}}
 LR = Option("lr", float, 2e-4, "learning rate (the schedule multiplies it)", min=0.0)

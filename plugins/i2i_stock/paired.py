@@ -8,10 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import (AdversarialLoss, Augment, Discriminator, Generator, LossSlot, Method, PartFactory,
-                       ReconstructionLoss, Stepper)
+from i2i.api import (AdversarialLoss, Augment, Discriminator, Generator, LossSlot, Method, Option, PartFactory,
+                    ReconstructionLoss, Stepper, hookimpl)
 from i2i_stock.steps import augmented, set_requires_grad, update_discriminator
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Discriminator
-from i2i_stock.layers import (
-    ANTIALIAS_OPTION, INIT_OPTIONS, NORM_OPTION, SPECTRAL_NORM_OPTION, BlurDownsample, batch_independent, conv_bias,
-    init_weights, norm_layer, spectral_normalize, stage_width)
+from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, Discriminator, INIT_OPTIONS, NORM_OPTION, Option,
+                    SPECTRAL_NORM_OPTION, batch_independent, conv_bias, hookimpl, init_weights, norm_layer,
+                    spectral_normalize, stage_width)
 
 
 class PatchGANDiscriminator(Discriminator):

@@ -8,11 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Generator
-from i2i_stock.layers import (ANTIALIAS_OPTION, INIT_OPTIONS, NORM_OPTION, BlurDownsample, BlurUpsample,
-                              batch_independent, conv_bias, init_weights, norm_layer)
+from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, BlurUpsample, Generator, INIT_OPTIONS, NORM_OPTION, Option,
+                    batch_independent, conv_bias, hookimpl, init_weights, norm_layer)
 
 _DOWNSAMPLINGS = 2
 _FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)

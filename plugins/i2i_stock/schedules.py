@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Schedule, ScheduleClock
+from i2i.api import Option, Schedule, ScheduleClock, hookimpl
 
 WARMUP = Option("warmup_steps", int, 0, "steps over which the rate ramps up linearly from 0 (0: none)", min=0)
 

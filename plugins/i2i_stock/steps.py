@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from i2i.parts import AdversarialLoss, Augment, Stepper
+from i2i.api import AdversarialLoss, Augment, Stepper
 
 
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:

@@ -23,21 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2i.errors import I2IError, first_line
-from i2i.hookspecs import hookimpl
-from i2i.options import Option, toml_value
-from i2i.parts import Discriminator, Generator
-from i2i.weights import read_weights
-from i2i_stock.layers import (
-    INIT_OPTIONS,
-    MAX_WIDTH_MULT,
-    NORMS,
-    SPECTRAL_NORM_OPTION,
-    conv_bias,
-    init_weights,
-    norm_layer,
-    spectral_normalize,
-)
+from i2i.api import (Discriminator, Generator, I2IError, INIT_OPTIONS, MAX_WIDTH_MULT, NORMS, Option,
+                    SPECTRAL_NORM_OPTION, conv_bias, first_line, hookimpl, init_weights, norm_layer, read_weights,
+                    spectral_normalize, toml_value)
 
 _CLOSE_MATCHES = 5
 

@@ -7,12 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from i2i.hookspecs import hookimpl
-from i2i.options import Option
-from i2i.parts import Generator
-from i2i_stock.layers import (
-    ANTIALIAS_OPTION, INIT_OPTIONS, BlurDownsample, BlurUpsample, batch_independent, conv_bias, init_weights,
-    norm_layer, norm_option, stage_width)
+from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, BlurUpsample, Generator, INIT_OPTIONS, Option,
+                    batch_independent, conv_bias, hookimpl, init_weights, norm_layer, norm_option, stage_width)
 
 # Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
 _FIRST_DROPOUT_LEVEL = 4

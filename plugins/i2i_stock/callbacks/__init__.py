@@ -7,7 +7,7 @@ wandb) run when a recipe names them in a ``[callback.<name>]`` table.
 
 from __future__ import annotations
 
-from i2i.hookspecs import hookimpl
+from i2i.api import hookimpl
 from i2i_stock.callbacks.checkpoints import Checkpoints
 from i2i_stock.callbacks.ema import EMA
 from i2i_stock.callbacks.finite import FiniteLosses

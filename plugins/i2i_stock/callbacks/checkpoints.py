@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from i2i.checkpoint import prune_checkpoints
-from i2i.parts import Callback, TrainingContext
+from i2i.storage.checkpoint import prune_checkpoints
+from i2i.api import Callback, TrainingContext
 
 
 class Checkpoints(Callback):

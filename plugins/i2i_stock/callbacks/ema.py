@@ -15,11 +15,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from i2i.checkpoint import read_tensors
-from i2i.errors import I2IError
-from i2i.options import Option, toml_value
-from i2i.parts import Callback, TrainingContext
-from i2i.rundir import RunFolder
+from i2i.storage.checkpoint import read_tensors
+from i2i.api import Callback, I2IError, Option, RunFolder, TrainingContext, toml_value
 
 VARIANT = "ema"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from i2i.errors import I2IError
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, I2IError, TrainingContext
 
 
 class FiniteLosses(Callback):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, TrainingContext
 
 
 class MetricsLog(Callback):

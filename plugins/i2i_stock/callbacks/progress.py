@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 from torch import Tensor
 
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, TrainingContext
 
 
 class TrainingDisplay(Progress):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from i2i import report
-from i2i.options import Option
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, Option, TrainingContext, write_report
 
 
 class Report(Callback):
@@ -34,5 +32,5 @@ class Report(Callback):
             self._write(context)
 
     def _write(self, context: TrainingContext) -> None:
-        report.write_report(context.folder.path)
+        write_report(context.folder.path)
         self.last = time.perf_counter()

@@ -6,8 +6,7 @@ from typing import Any
 
 from torch.utils.data import default_collate
 
-from i2i import report
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, TrainingContext, save_samples
 
 
 class Samples(Callback):
@@ -34,4 +33,4 @@ class Samples(Callback):
             return
         with context.evaluation_weights():  # eval mode, with the weights callbacks evaluate with (e.g. EMA)
             visuals = context.method.visuals(context.to_device(self.items))
-        report.save_samples({k: v.float().cpu() for k, v in visuals.items()}, context.folder.sample_file(context.step))
+        save_samples({k: v.float().cpu() for k, v in visuals.items()}, context.folder.sample_file(context.step))

@@ -8,14 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from i2i.cache import inception_path
-from i2i.checkpoint import copy_checkpoint
-from i2i.errors import I2IError
-from i2i.evaluate import DIRECTIONS, FID_PROTOCOLS, LOWER_IS_BETTER, check_measurable, download_command, improves, \
-    load_inception, measure_held_out, metric_names
-from i2i.options import Option
-from i2i.parts import Callback, TrainingContext
-from i2i.rundir import BEST
+from i2i.api import (Callback, DIRECTIONS, FID_PROTOCOLS, I2IError, LOWER_IS_BETTER, Option, TrainingContext,
+                    check_measurable, download_command, improves, inception_path, load_inception, measure_held_out,
+                    metric_names)
+from i2i.storage.checkpoint import copy_checkpoint
+from i2i.storage.rundir import BEST
 
 _WHAT = ("set callback.validation.inception_weights (a file, or \"downloaded\") for FID and KID, or validate on"
          " paired data")

@@ -8,8 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from i2i.errors import I2IError
-from i2i.parts import Callback, TrainingContext
+from i2i.api import Callback, I2IError, TrainingContext
 
 
 class Tracker(Callback):

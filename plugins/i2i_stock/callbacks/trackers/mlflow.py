@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from i2i.options import Option
-from i2i.parts import TrainingContext
+from i2i.api import Option, TrainingContext
 from i2i_stock.callbacks.trackers.base import Tracker, flat_recipe
 
 #: how a training outcome ends the MLflow run

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from i2i.options import Option
-from i2i.parts import TrainingContext
+from i2i.api import Option, TrainingContext
 from i2i_stock.callbacks.trackers.base import Tracker, flat_recipe
 
 

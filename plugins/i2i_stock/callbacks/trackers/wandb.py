@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from i2i.options import Option
-from i2i.parts import TrainingContext
+from i2i.api import Option, TrainingContext
 from i2i_stock.callbacks.trackers.base import Tracker
 
 #: how a training outcome ends the W&B run

@@ -24,12 +24,12 @@ from rich.table import Table
 from rich.text import Text
 from torch import Tensor
 
-from i2i.atomic import atomic_file
-from i2i.checkpoint import STATE_FILE
+from i2i.storage.atomic import atomic_file
+from i2i.storage.checkpoint import STATE_FILE
 from i2i.errors import I2IError, first_line
-from i2i.report import (_EMA_MIN_POINTS, _ema, _esc, _fmt_elapsed, _fmt_num, _href, _loss_series, _number,
+from i2i.tools.report import (_EMA_MIN_POINTS, _ema, _esc, _fmt_elapsed, _fmt_num, _href, _loss_series, _number,
                         grid_html, html_page, latest_losses, panel_figure, save_samples)
-from i2i.rundir import EVALUATION_FILE, RECIPE_FILE, RunFolder
+from i2i.storage.rundir import EVALUATION_FILE, RECIPE_FILE, RunFolder
 
 __all__ = ["CompareResult", "compare_runs"]
 
@@ -385,7 +385,7 @@ def _plot_losses(runs: list[_Run], path: Path) -> bool:
 def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
     """The first `count` held-out items of a run's data as A and B batches (its test split, else train), the
     split and the dataset name."""
-    from i2i.registry import default_registry
+    from i2i.contract.registry import default_registry
 
     name, options = RunFolder(run).load_recipe().dataset()
     dataset = default_registry().create("dataset", name, **options)
@@ -414,7 +414,7 @@ def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[st
 
 def _translate(run: _Run, direction: str, inputs: Tensor, device: str, notes: list[str]) -> Tensor | None:
     """`inputs` translated by the run's generator for `direction`, or None (with a note) when it cannot be."""
-    from i2i.inference import load_generator, run_generator
+    from i2i.tools.inference import load_generator, run_generator
 
     if not run.checkpoint or not run.directions:
         return None  # noted once per run when it was read, not once per direction

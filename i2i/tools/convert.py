@@ -14,11 +14,11 @@ from typing import Any
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from i2i.atomic import atomic_file
-from i2i.checkpoint import part_metadata
+from i2i.storage.atomic import atomic_file
+from i2i.storage.checkpoint import part_metadata
 from i2i.errors import I2IError, first_line
-from i2i.registry import Registry, default_registry
-from i2i.weights import read_weights
+from i2i.contract.registry import Registry, default_registry
+from i2i.storage.weights import read_weights
 
 __all__ = ["ConvertResult", "convert", "drop_stale_instance_norm_stats", "options_text"]
 

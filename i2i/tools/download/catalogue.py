@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from i2i.errors import I2IError
-from i2i.options import closest
+from i2i.contract.options import closest
 
 __all__ = ["KINDS", "MIRROR_ENV", "Entry", "entries", "lookup", "mirror_base"]
 

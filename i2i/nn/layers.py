@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import init
 
-from i2i.distributed import all_reduce_sum
+from i2i.engine.distributed import all_reduce_sum
 from i2i.errors import I2IError
-from i2i.options import Option
+from i2i.contract.options import Option
 
 __all__ = ["ANTIALIAS_OPTION", "BATCH_NORMS", "BlurDownsample", "BlurUpsample", "INITS", "INIT_OPTIONS",
            "MAX_WIDTH_MULT", "NORMS", "NORM_OPTION", "SPECTRAL_NORM_OPTION", "SyncBatchNorm2d", "batch_independent",

@@ -40,18 +40,18 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from i2i.atomic import atomic_file
-from i2i.cache import INCEPTION_FILES, inception_path
-from i2i.checkpoint import STATE_FILE, STEP_DIR
-from i2i.devices import resolve_device, usable_cpus
-from i2i.digests import file_sha256
+from i2i.storage.atomic import atomic_file
+from i2i.storage.cache import INCEPTION_FILES, inception_path
+from i2i.storage.checkpoint import STATE_FILE, STEP_DIR
+from i2i.engine.devices import resolve_device, usable_cpus
+from i2i.storage.digests import file_sha256
 from i2i.errors import I2IError, first_line
-from i2i.inference import generator_file, load_generator, run_generator
-from i2i.parts import Dataset
+from i2i.tools.inference import generator_file, load_generator, run_generator
+from i2i.contract.parts import Dataset
 from i2i.recipe import LOADER
-from i2i.registry import default_registry
-from i2i.rundir import RECIPE_FILE, RunFolder
-from i2i.weights import read_weights
+from i2i.contract.registry import default_registry
+from i2i.storage.rundir import RECIPE_FILE, RunFolder
+from i2i.storage.weights import read_weights
 
 __all__ = ["FID_PROTOCOLS", "LOWER_IS_BETTER", "PSNR_CAP", "DistributionScores", "InceptionFeatures", "PairedScores",
            "StandardInceptionFeatures", "download_command", "evaluate", "fid_protocol_note",

@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from i2i.download.transfer import human_size
+from i2i.tools.download.transfer import human_size
 from i2i.errors import I2IError, first_line
 
 __all__ = ["MIN_BOUND", "RATIO_BOUND", "BadArchive", "Member", "extract", "members"]

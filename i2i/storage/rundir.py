@@ -7,7 +7,7 @@
     RUN/samples/step-N.png      sample grids (with a .json sidecar naming the columns)
     RUN/checkpoints/step-N      checkpoints, and checkpoints/best
 
-What a checkpoint folder holds (training.json, its checksums, the step-N names) is i2i.checkpoint's business.
+What a checkpoint folder holds (training.json, its checksums, the step-N names) is i2i.storage.checkpoint's business.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from i2i.atomic import atomic_file
-from i2i.checkpoint import STATE_FILE, list_checkpoints, read_state_json, remove_leftovers, step_name
+from i2i.storage.atomic import atomic_file
+from i2i.storage.checkpoint import STATE_FILE, list_checkpoints, read_state_json, remove_leftovers, step_name
 from i2i.errors import I2IError
 
 if TYPE_CHECKING:
     from i2i.recipe import Recipe
-    from i2i.registry import Registry
+    from i2i.contract.registry import Registry
 
 __all__ = ["BEST", "CHECKPOINTS_DIR", "EVALUATION_FILE", "LOSSES_PLOT", "METRICS_FILE", "RECIPE_FILE",
            "REPORT_FILE", "SAMPLES_DIR", "VALIDATION_PLOT", "RunFolder"]

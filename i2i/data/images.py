@@ -390,7 +390,7 @@ def write_array(file: BinaryIO, array: np.ndarray, fmt: str) -> None:
     png: uint8 or uint16, 1 or 3 channels. tiff: any dtype read_array returns, any C (1 gray, 3 RGB, else C
     planar bands). npy: written as (H, W, C). jpeg, bmp, webp, ppm: uint8, 1 or 3 channels (WebP has no gray: one
     channel reads back as three equal ones). An (H, W) array is one channel; float16 and float64 are written as
-    float32. Callers wrap `file` in i2i.atomic.atomic_file, so a failed write never leaves half a file.
+    float32. Callers wrap `file` in i2i.storage.atomic.atomic_file, so a failed write never leaves half a file.
     """
     if fmt not in _WRITE_FORMATS:
         raise I2IError(f"cannot write format {fmt!r}: the formats are {', '.join(_WRITE_FORMATS)}")

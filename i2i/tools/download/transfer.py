@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from i2i.digests import file_sha256
+from i2i.storage.digests import file_sha256
 from i2i.errors import I2IError, first_line
 
 __all__ = ["CHUNK", "Fetched", "fetch", "human_size"]

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from i2i import hookspecs
+import i2i.hookspecs as hookspecs
 from i2i.errors import I2IError
-from i2i.options import Option, OptionSet, closest
-from i2i.parts import KINDS, Part
+from i2i.contract.options import Option, OptionSet, closest
+from i2i.contract.kinds import KINDS
+from i2i.contract.parts import Part
 
 if TYPE_CHECKING:
     import click

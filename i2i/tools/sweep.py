@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from i2i.atomic import atomic_file
-from i2i.devices import usable_cpus
+from i2i.storage.atomic import atomic_file
+from i2i.engine.devices import usable_cpus
 from i2i.errors import I2IError
 from i2i.recipe import load_recipe, parse_override
 
@@ -164,7 +164,7 @@ def sweep(recipe: Path, grid: list[str], overrides: list[str] = (), out: Path | 
 
     done = [out / c.name for c in combos if state["runs"].get(c.name, {}).get("status") == "finished"]
     if done:
-        from i2i.compare import compare_runs
+        from i2i.tools.compare import compare_runs
 
         result.compare = compare_runs(done, out).html
     return result

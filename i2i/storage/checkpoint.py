@@ -36,7 +36,7 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-#: generator-file metadata: the i2i.values.ValueMap (JSON) of its input ("A") and output ("B") pixel values; absent
+#: generator-file metadata: the i2i.data.values.ValueMap (JSON) of its input ("A") and output ("B") pixel values; absent
 #: for the 8-bit RGB pipeline
 VALUES_KEY = "i2i.values"
 

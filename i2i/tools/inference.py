@@ -22,15 +22,15 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from i2i.checkpoint import STATE_FILE, STEP_DIR, VALUES_KEY, load_network
-from i2i.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
-from i2i.atomic import atomic_file
-from i2i.devices import resolve_device
+from i2i.storage.checkpoint import STATE_FILE, STEP_DIR, VALUES_KEY, load_network
+from i2i.data.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
+from i2i.storage.atomic import atomic_file
+from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError, first_line
-from i2i.parts import Generator
-from i2i.registry import default_registry
-from i2i.rundir import CHECKPOINTS_DIR, RunFolder
-from i2i.values import ValueMap
+from i2i.contract.parts import Generator
+from i2i.contract.registry import default_registry
+from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
+from i2i.data.values import ValueMap
 
 __all__ = ["TranslateResult", "load_generator", "output_format", "translate", "weights_note"]
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from i2i.atomic import atomic_file
-from i2i.cache import cache_dir
-from i2i.download.archives import BadArchive, extract
-from i2i.download.catalogue import Entry, lookup, mirror_base
-from i2i.download.transfer import Fetched, Progress, fetch
+from i2i.storage.atomic import atomic_file
+from i2i.storage.cache import cache_dir
+from i2i.tools.download.archives import BadArchive, extract
+from i2i.tools.download.catalogue import Entry, lookup, mirror_base
+from i2i.tools.download.transfer import Fetched, Progress, fetch
 from i2i.errors import I2IError
-from i2i.images import list_images
+from i2i.data.images import list_images
 
 __all__ = ["MARKER", "STAGING", "Downloaded", "download_dataset", "download_inception", "download_model"]
 
@@ -86,7 +86,7 @@ def download_dataset(name: str, root: Path | str | None = None, url: str | None 
 def download_model(name: str, root: Path | str | None = None, url: str | None = None, sha256: str = "",
                    on_progress: Progress | None = None) -> Downloaded:
     """Fetch published generator `name` (.pth) and convert it to ROOT/FAMILY/NAME.safetensors."""
-    from i2i.convert import convert, options_text  # imported here: it loads the part registry
+    from i2i.tools.convert import convert, options_text  # imported here: it loads the part registry
 
     entry = lookup("model", name)
     base, pin = mirror_base(url), _pin(sha256, entry)

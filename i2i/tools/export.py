@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from i2i.atomic import atomic_path
+from i2i.storage.atomic import atomic_path
 from i2i.errors import I2IError, first_line
-from i2i.rundir import RunFolder
+from i2i.storage.rundir import RunFolder
 
 __all__ = ["FORMATS", "OPSET", "TOLERANCE", "ExportReport", "ParityError", "export_generator", "export_module",
            "parity_inputs"]
@@ -85,7 +85,7 @@ def export_generator(checkpoint: Path | str, fmt: str, out: Path | str, directio
     the run's crop size (256 without a run). Held-out images of the run's data, when they load, join the random
     and synthetic parity inputs. `which` picks a run folder's checkpoint ("latest", "best", "step-N").
     """
-    from i2i.inference import generator_file, load_generator, weights_note
+    from i2i.tools.inference import generator_file, load_generator, weights_note
 
     fmt = _check_format(fmt)
     if fmt == "onnx":
@@ -145,7 +145,7 @@ def _file_direction(file: Path) -> str | None:
 
 def _held_out(run: Path, direction: str, notes: list[str]) -> Tensor | None:
     """Up to a few held-out images of the run's source domain for `direction`, (N, C, H, W) in [-1, 1]."""
-    from i2i.compare import held_out_items
+    from i2i.tools.compare import held_out_items
 
     try:
         domain = {"AtoB": "A", "BtoA": "B"}.get(direction)

@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import make_grid
 
-from i2i.atomic import atomic_file
-from i2i.rundir import LOSSES_PLOT, RECIPE_FILE, VALIDATION_PLOT, RunFolder
+from i2i.storage.atomic import atomic_file
+from i2i.storage.rundir import LOSSES_PLOT, RECIPE_FILE, VALIDATION_PLOT, RunFolder
 
 PAD = 2  # pixels of white between and around the cells of a sample grid
 _EMA_MIN_POINTS = 20  # below this a smoothed line only hides the few points there are

@@ -1,7 +1,7 @@
 """What a dataset's pixels are: channels per domain and how their values map to [-1, 1] (data options channels,
 channels_b, values, low, high), and the reading and transforms of images that are not 8-bit RGB.
 
-3-channel data with `values = "auto"` keeps the 8-bit RGB pipeline of `i2i.images` (read_image, PIL resizing), so
+3-channel data with `values = "auto"` keeps the 8-bit RGB pipeline of `i2i.data.images` (read_image, PIL resizing), so
 every RGB recipe trains exactly as before. Anything else reads each file with `read_array` in its own depth and
 channels, maps it with the run's `ValueMap`, and resizes the float tensor (bicubic, antialiased).
 """
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from i2i.errors import I2IError
-from i2i.options import Option
-from i2i.values import VALUE_MODES, DomainRange, ValueMap, percentiles
+from i2i.contract.options import Option
+from i2i.data.values import VALUE_MODES, DomainRange, ValueMap, percentiles
 
 __all__ = ["PERCENTILE_SAMPLE", "PIXEL_OPTIONS", "Pixels", "transform_tensors"]
 
@@ -101,7 +101,7 @@ class Pixels:
 def transform_tensors(tensors: list[Tensor], load_size: int, crop_size: int, augment: bool,
                       flip: bool = True) -> list[Tensor]:
     """Resize (C, H, W) tensors in [-1, 1] to load_size (bicubic, antialiased), crop (random if `augment`, else
-    centre) and maybe flip, all alike: the float counterpart of `i2i.images.transform_images`."""
+    centre) and maybe flip, all alike: the float counterpart of `i2i.data.images.transform_images`."""
     if augment:
         # the same draws, in the same order, as transform_images: torch's global RNG, seeded per worker
         top = int(torch.randint(0, load_size - crop_size + 1, ()))
