@@ -22,7 +22,7 @@ bench() { echo "== train_step $*"; timeout 240 python3 benchmarks/train_step.py 
 echo "== a real run on CUDA: fp16, fused Adam, TTUR, cosine; checkpoint at 10, resumed to 20"
 RUN=/tmp/i2i-cuda-run; rm -rf $RUN
 ARGS=(--set run.device=cuda --set run.precision=fp16 --set optim.implementation=fused --set optim.D.lr=4e-4
-      --set schedule.name=cosine --set data.count=16 --set train.log_every=5 --set train.checkpoint_every=10)
+      --set schedule.name=cosine --set data.count=16 --set train.log_every=5 --set callback.checkpoints.every=10)
 python3 -m i2i run recipes/quickstart.toml "${ARGS[@]}" --set train.max_steps=10 --out $RUN 2>&1 | tail -3
 python3 -m i2i run recipes/quickstart.toml "${ARGS[@]}" --set train.max_steps=20 --out $RUN --resume 2>&1 | tail -3
 cat $RUN/metrics.jsonl | tee "$OUT/run_metrics.jsonl" | cut -c1-200

@@ -32,7 +32,7 @@ def worker(args: argparse.Namespace) -> None:
 
     overrides = ["data.name=synthetic", f"data.count={64 * args.processes}", f"data.load_size={args.size}",
                  f"data.crop_size={args.size}", "data.workers=0", "data.batch_size=1", f"run.device={args.device}",
-                 f"run.precision={args.precision}", "train.samples=0", f"generator.blocks={args.blocks}"]
+                 f"run.precision={args.precision}", "callback.samples.images=0", f"generator.blocks={args.blocks}"]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(load_recipe(ROOT / "recipes" / "cyclegan.toml", overrides), Path(tmp) / "run")
     dist = trainer.distributed

@@ -2,7 +2,7 @@
 
     python benchmarks/inference.py [--batches 1 4] [--repeats 5]
 
-Times `i2i.tools.inference.run_generator` (pad to the size multiple, forward under inference mode, crop) on a
+Times `i2i.tools.generators.run_generator` (pad to the size multiple, forward under inference mode, crop) on a
 randomly initialised resnet generator (9 blocks x 64, the paper's 256 px model), fp32 and bf16 autocast, on
 the CPU. File decoding and encoding are not included (see data_pipeline.py for decoding). Run by hand.
 """
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import describe_device, sync  # noqa: E402
 
-from i2i.tools.inference import run_generator  # noqa: E402
+from i2i.tools.generators import run_generator  # noqa: E402
 from i2i.contract.registry import default_registry  # noqa: E402
 
 

@@ -57,7 +57,7 @@ def build(method: str, args: argparse.Namespace, run_dir: Path) -> Trainer:
     overrides = [
         "data.name=synthetic", f"data.count={max(4, args.batch)}", f"data.load_size={args.size}",
         f"data.crop_size={args.size}", "data.workers=0", f"data.batch_size={args.batch}",
-        f"run.device={args.device}", "train.samples=0", f"generator.blocks={args.blocks}",
+        f"run.device={args.device}", "callback.samples.images=0", f"generator.blocks={args.blocks}",
     ]
     return Trainer(load_recipe(ROOT / "recipes" / RECIPES[method], overrides), run_dir)
 

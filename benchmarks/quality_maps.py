@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import describe_device  # noqa: E402
 
 from i2i.data.images import list_images, read_image, transform_image  # noqa: E402
-from i2i.tools.inference import load_generator, run_generator  # noqa: E402
+from i2i.tools.generators import load_generator, run_generator  # noqa: E402
 from i2i.storage.rundir import RunFolder  # noqa: E402
 
 TOLERANCE = 16  # acc@16: every channel within 16 of the truth (0-255)
@@ -188,8 +188,8 @@ def train(name: str, recipe: str, sets: list[str], args: argparse.Namespace, dat
     command = [sys.executable, "-m", "i2i", "run", recipe, "--out", str(out), "--overwrite",
                "--set", f"data.root={data}", "--set", f"data.load_size={args.load}",
                "--set", f"data.crop_size={args.size}", "--set", "data.batch_size=1", "--set", "data.workers=0",
-               "--set", f"train.max_steps={args.steps}", "--set", f"train.checkpoint_every={every}",
-               "--set", "train.keep_checkpoints=0", "--set", f"train.log_every={every}",
+               "--set", f"train.max_steps={args.steps}", "--set", f"callback.checkpoints.every={every}",
+               "--set", "callback.checkpoints.keep=0", "--set", f"train.log_every={every}",
                "--set", f"run.seed={args.seed}", "--set", f"run.device={args.device}"]
     for item in sets:
         command += ["--set", item]
@@ -224,8 +224,8 @@ def timing(races: list[tuple[str, str, list[str]]], args: argparse.Namespace, da
             command = [sys.executable, "-m", "i2i", "run", recipe, "--out", str(out), "--overwrite",
                        "--set", f"data.root={data}", "--set", f"data.load_size={args.load}",
                        "--set", f"data.crop_size={args.size}", "--set", "data.workers=0",
-                       "--set", f"train.max_steps={args.timing}", "--set", "train.checkpoint_every=0",
-                       "--set", f"train.log_every={args.timing // 4}", "--set", "train.samples=0",
+                       "--set", f"train.max_steps={args.timing}", "--set", "callback.checkpoints.every=0",
+                       "--set", f"train.log_every={args.timing // 4}", "--set", "callback.samples.images=0",
                        "--set", f"run.device={args.device}", *[x for item in sets for x in ("--set", item)]]
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})

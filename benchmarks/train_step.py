@@ -156,7 +156,7 @@ def build(args: argparse.Namespace, run_dir: Path) -> Trainer:
         f"data.crop_size={args.size}", "data.workers=0", f"data.batch_size={args.batch}",
         f"run.device={args.device}", f"run.precision={args.precision}",
         f"run.channels_last={str(args.channels_last).lower()}", f"run.compile={str(args.compile).lower()}",
-        f"optim.implementation={args.optim}", "train.samples=0", f"generator.blocks={args.blocks}",
+        f"optim.implementation={args.optim}", "callback.samples.images=0", f"generator.blocks={args.blocks}",
         f"method.batch_calls={str(not args.no_batch_calls).lower()}",
     ]
     recipe = load_recipe(ROOT / "recipes" / "cyclegan.toml", overrides)

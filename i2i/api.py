@@ -6,8 +6,10 @@ Everything below keeps its name and meaning across releases; any other module of
 
 Part interfaces (subclass one, set ``name`` and ``options``; the docstring's first line is its description):
 
-- ``Generator``: maps images (N, C, H, W) in [-1, 1] to translated images of the same size.
-- ``Discriminator``: scores images; raw scores with the batch dimension first, optional ``features``.
+- ``Generator``: maps images (N, C, H, W) in [-1, 1] to translated images of the same size; declares the sizes
+  it takes (``size_multiple``, ``min_size``, ``size_options``), checked against ``data.crop_size`` before training.
+- ``Discriminator``: scores images; raw scores with the batch dimension first, optional ``features``; declares
+  the sizes it takes as a generator does.
 - ``Loss``: the base of the two loss roles below.
 - ``AdversarialLoss``: ``loss(prediction, target_is_real)`` for D, ``generator_loss(prediction)`` for G, and
   ``penalty`` (R1 via ``r1_weight``, which every adversarial loss takes).
@@ -20,6 +22,8 @@ Part interfaces (subclass one, set ``name`` and ``options``; the docstring's fir
 - ``Optimizer``: builds the torch optimizer of one parameter group from declared options.
 - ``Schedule``: the learning-rate factor asked before every step.
 - ``Callback``: acts on the training loop's lifecycle events (logging, samples, checkpoints, EMA, ...).
+- ``Part``: the base of every kind; a new kind of part is a subclass that sets ``kind`` (e.g. ``"upscaler"``),
+  returned from the hook ``i2i_kinds``; its parts subclass it and register through ``i2i_parts``.
 
 What methods, schedules and callbacks are given:
 
@@ -27,7 +31,9 @@ What methods, schedules and callbacks are given:
 - ``PartFactory``: builds a method's parts from the recipe.
 - ``Stepper``: the optimizers and precision context a method updates weights through.
 - ``ScheduleClock``: the step, epoch and run length a schedule reads.
-- ``TrainingContext``: what a callback sees of the run.
+- ``TrainingContext``: what a callback sees of the run (its parts, step, helpers, and ``control``).
+- ``TrainingControl``: ``context.control``: request a checkpoint or a stop, and whether a checkpoint is written at
+  the end of this step (``checkpoint_due``).
 
 Declaring and registering:
 
@@ -40,6 +46,11 @@ Runs (for callbacks and commands that read or write them):
 
 - ``RunFolder``: a run folder's layout and readers: recipe, metrics.jsonl, samples, checkpoints (newest, best,
   by step), each checkpoint's training.json read with its checksums verified.
+- ``RunCheckpoints``: ``context.checkpoints``, the run's checkpoints as callbacks reach them: ``newest()``,
+  ``best()``, ``step_of(checkpoint)``, ``read_variant(checkpoint, variant)`` (the tensors a callback's
+  ``checkpoint_variants`` wrote, checksums verified), ``prune(keep)`` (never the current or final step) and
+  ``copy_to_best(checkpoint)``. A callback declares the variant inference uses by default with
+  ``Callback.weights_variant`` (e.g. an EMA average's).
 
 Network building blocks (what the stock networks are built from):
 
@@ -88,13 +99,20 @@ Weights files:
 
 Evaluation (what ``i2i evaluate`` measures, for callbacks that validate while training):
 
-- ``measure_held_out(generators, dataset, split, batch_size, device, feature, images=0)``: the scores of each
-  direction's generator on a dataset split, {direction: {metric: value}}.
-- ``check_measurable(dataset, split, directions, features, what)``: raises ``I2IError`` when nothing can be scored.
-- ``metric_names(directions, paired, features)``: the scores ``measure_held_out`` gives.
-- ``LOWER_IS_BETTER``: every score's name and whether lower is better; ``improves(metric, value, best)`` compares.
-- ``DIRECTIONS``: the two-domain directions, {"AtoB": ("A", "B"), "BtoA": ("B", "A")}.
-- ``FID_PROTOCOLS``, ``load_inception(path, protocol)``: the FID protocols and their Inception feature network.
+- ``measure_held_out(generators, dataset, split, batch_size, device, feature, workers, images, on_progress)``:
+  the scores of each direction's generator ({"AtoB": G, ...}) on a dataset part's split, unaugmented (its first
+  ``images`` items when given), as {direction: {metric: value}}; a value that is not finite is None. Paired data
+  gives l1, psnr, ssim (images in [0, 1]); both directions give cycle_l1; a ``feature`` network gives fid, kid.
+- ``check_measurable(dataset, split, directions, features, fix)``: raises ``I2IError`` when the split is missing
+  or nothing can be scored (unpaired data, one direction, no features); ``fix`` is the advice its message ends with.
+- ``metric_names(directions, paired, features)``: the scores ``measure_held_out`` gives each direction.
+- ``LOWER_IS_BETTER``: every score's name and whether lower is better; ``improves(metric, value, best)`` whether
+  a value beats the best so far (None: none yet; a missing or non-finite value never does).
+- ``DIRECTIONS``: the two-domain directions, {"AtoB": ("A", "B"), "BtoA": ("B", "A")}: (source, target) domain.
+- ``FID_PROTOCOLS``: the FID protocols, the default first: "standard" (the TF-Inception of pytorch-fid, comparable
+  with published FIDs) and "torchvision". ``load_inception(path, protocol)``: the Inception feature network of a
+  protocol with the weights of a local file (None: the protocol the file is laid out for); a wrong file raises
+  ``I2IError`` naming it and the file that fits.
 - ``inception_path(protocol)``: where ``i2i download inception`` keeps its weights; ``download_command(protocol)``
   the command that fetches them.
 
@@ -116,8 +134,6 @@ imports the trainer.
 
 from __future__ import annotations
 
-from typing import Any
-
 from i2i.contract.options import Option, toml_value
 from i2i.data.images import ARRAY_EXTENSIONS, read_array
 from i2i.data.pixels import PIXEL_OPTIONS, Pixels, transform_tensors
@@ -128,27 +144,29 @@ from i2i.recipe import Recipe
 from i2i.storage.cache import inception_path
 from i2i.storage.weights import read_weights
 from i2i.hookspecs import hookimpl
+from i2i.lazy import lazy_names
 from i2i.data.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_images, read_image, transform_image,
                         transform_images)
 from i2i.nn.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS,
                         SPECTRAL_NORM_OPTION, BlurDownsample, BlurUpsample, SyncBatchNorm2d, batch_independent,
                         conv_bias, init_weights, norm_layer, norm_option, spectral_normalize, stage_width)
-from i2i.contract.callbacks import Callback, TrainingContext
+from i2i.contract.callbacks import Callback, RunCheckpoints, TrainingContext, TrainingControl
 from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Loss, LossSlot,
-                                Method, Optimizer, PartFactory, ReconstructionLoss, Schedule, ScheduleClock, Stepper)
+                                Method, Optimizer, Part, PartFactory, ReconstructionLoss, Schedule, ScheduleClock,
+                                Stepper)
 from i2i.contract.registry import create
 from i2i.storage.rundir import RunFolder
 
 __all__ = [
     # part interfaces
     "Generator", "Discriminator", "Loss", "AdversarialLoss", "ReconstructionLoss", "Buffer", "Augment", "Dataset",
-    "Method", "Optimizer", "Schedule", "Callback",
+    "Method", "Optimizer", "Schedule", "Callback", "Part",
     # what methods, schedules and callbacks are given
-    "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext",
+    "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext", "TrainingControl",
     # declaring and registering
     "Option", "hookimpl", "I2IError", "create",
     # runs
-    "RunFolder",
+    "RunFolder", "RunCheckpoints",
     # network building blocks
     "NORM_OPTION", "norm_option", "NORMS", "BATCH_NORMS", "norm_layer", "SyncBatchNorm2d", "batch_independent",
     "conv_bias", "INIT_OPTIONS", "INITS", "init_weights", "stage_width", "MAX_WIDTH_MULT",
@@ -170,17 +188,10 @@ __all__ = [
 ]
 
 # Imported on first use: evaluation and pages pull in torchmetrics and matplotlib, which a part's module never needs.
-_LAZY = {**{name: "i2i.tools.evaluate" for name in ("measure_held_out", "check_measurable", "metric_names",
-                                                   "LOWER_IS_BETTER", "improves", "DIRECTIONS", "FID_PROTOCOLS",
-                                                   "load_inception", "download_command")},
+_LAZY = {**{name: "i2i.tools.heldout" for name in ("measure_held_out", "check_measurable", "metric_names",
+                                                  "LOWER_IS_BETTER", "improves", "DIRECTIONS")},
+         **{name: "i2i.tools.inception" for name in ("FID_PROTOCOLS", "load_inception", "download_command")},
          **{name: "i2i.tools.report" for name in ("save_samples", "write_report")}}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'i2i.api' has no attribute {name!r}")
+__getattr__ = lazy_names(globals(), _LAZY)

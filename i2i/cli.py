@@ -18,8 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from i2i.errors import I2IError, Interrupted
-from i2i.contract.options import toml_value
-from i2i.contract.kinds import KINDS
+from i2i.contract.options import closest, toml_value
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -112,17 +111,38 @@ def byte_progress(label: str) -> AbstractContextManager[Callable[[int, int | Non
     return _progress_bar(label, DownloadColumn(), TransferSpeedColumn())
 
 
+class KindType(click.ParamType):
+    """A kind of part: the core's or one an installed plugin declares, so the choices are read from the registry
+    only when a command gets a kind (`i2i run` never loads the plugins for it)."""
+
+    name = "kind"
+
+    def kinds(self) -> list[str]:
+        """The installed kinds, the core's first."""
+        from i2i.contract.registry import default_registry
+
+        return list(default_registry().kinds())
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        kinds = self.kinds()
+        if value in kinds:
+            return value
+        close = closest(value, kinds)
+        hint = f" did you mean {close!r}?" if close else ""
+        self.fail(f"{value!r} is not a kind of part:{hint} (kinds: {', '.join(kinds)})", param, ctx)
+
+
 @cli.command(name="list")
-@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
+@click.argument("kind", required=False, type=KindType())
 def list_parts(kind: str | None) -> None:
-    """List installed parts (of one KIND), with the package each comes from."""
+    """List installed parts (of one KIND: generator, loss, ... or a kind a plugin adds), with their package."""
     from i2i.contract.registry import default_registry
 
     registry = default_registry()
     table = Table(box=None, header_style="bold")
     for column in ("kind", "name", "package", "description"):
         table.add_column(column)
-    for k in [kind] if kind else KINDS:
+    for k in [kind] if kind else registry.kinds():
         for name in registry.available(k):
             part = registry.info(k, name)
             table.add_row(k, name, part.package, part.description)
@@ -132,7 +152,7 @@ def list_parts(kind: str | None) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(list(KINDS)))
+@click.argument("kind", type=KindType())
 @click.argument("name")
 def info(kind: str, name: str) -> None:
     """Show a part's description, package and options."""
@@ -166,9 +186,9 @@ def info(kind: str, name: str) -> None:
 checkpoint_option = click.option("--checkpoint", "which", default=None, metavar="NAME", show_default="latest",
                                  help="Which checkpoint of a run folder: latest, best (kept by"
                                       " callback.validation.keep_best) or step-N.")
-#: `--raw` of the same commands: the trained generator weights instead of the EMA average a run saved beside them
-raw_option = click.option("--raw", is_flag=True, help="Use the raw generator weights, not the EMA average the run"
-                                                       " saved.")
+#: `--raw` of the same commands: the trained generator weights instead of the variant the run's callbacks declared
+raw_option = click.option("--raw", is_flag=True, help="Use the raw generator weights, not the variant the run's"
+                                                       " callbacks saved for inference (e.g. an EMA average).")
 
 
 @cli.command()
@@ -188,7 +208,7 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
               batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
-    from i2i.tools.inference import translate as run_translation
+    from i2i.tools.translate import translate as run_translation
 
     with counting_progress("translate") as show:
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
@@ -359,8 +379,9 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
              batch_size: int, size: int | None, device: str, which: str | None, raw: bool) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
     from i2i.storage.cache import inception_path
-    from i2i.tools.evaluate import download_command, evaluate as run_evaluation
-    from i2i.tools.inference import weights_note
+    from i2i.tools.evaluate import evaluate as run_evaluation
+    from i2i.tools.inception import download_command
+    from i2i.tools.generators import weights_note
 
     with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,

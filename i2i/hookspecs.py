@@ -5,16 +5,22 @@ A plugin is a Python module named by an entry point in the ``i2i`` group of its 
     [project.entry-points.i2i]
     my_parts = "my_package.parts"
 
-The module holds functions marked with ``@i2i.hookimpl`` whose names are the hooks below. Each hook returns
+The module holds functions marked with ``@i2i.hookimpl`` whose names are the hooks below. The part hooks return
 the part *classes* the plugin adds; the core instantiates them with the options a recipe gives. A part class
-subclasses the interface of its kind from :mod:`i2i.contract.parts`, sets ``name`` (the name recipes use, unique per
-kind) and ``options`` (a tuple of :class:`i2i.Option`), and its docstring's first line is the description
-``i2i list`` prints. Every option a recipe passes has been checked against ``options`` (and by the class's
-``check_options``, for checks that need several options or a look outside, e.g. a model name or a file) before
-the constructor runs, and the constructor receives every declared option as a keyword argument.
+subclasses the base class of its kind (:class:`i2i.api.Generator`, ..., or a kind of the plugin's own, see
+``i2i_kinds``), sets ``name`` (the name recipes use, unique per kind) and ``options`` (a tuple of
+:class:`i2i.Option`), and its docstring's first line is the description ``i2i list`` prints. Every option a
+recipe passes has been checked against ``options`` (and by the class's ``check_options``, for checks that need
+several options or a look outside, e.g. a model name or a file) before the constructor runs, and the constructor
+receives every declared option as a keyword argument.
 
-The stock parts (ResNet generator, PatchGAN, LSGAN, Adam, the linear schedule, the metrics.jsonl writer, ...)
-register through exactly these hooks.
+A kind is its base class: a subclass of :class:`i2i.api.Part` that sets ``kind``. A part's kind is the ``kind``
+of the nearest class in its MRO that sets one, so ``i2i_parts`` takes parts of every kind in one list. The
+per-kind hooks (``i2i_generators``, ``i2i_losses``, ...) are older spellings of ``i2i_parts`` for the core's
+kinds, and keep working.
+
+The core's own kinds (i2i/contract/kinds.py) and the stock parts (ResNet generator, PatchGAN, LSGAN, Adam, the
+linear schedule, the metrics.jsonl writer, ...) register through exactly these hooks.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 from i2i.contract.callbacks import Callback
-from i2i.contract.parts import Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Schedule
+from i2i.contract.parts import (Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method, Optimizer, Part,
+                                Schedule)
 
 if TYPE_CHECKING:
     import click
@@ -34,15 +41,58 @@ hookimpl = pluggy.HookimplMarker("i2i")
 
 
 @hookspec
+def i2i_kinds() -> list[type[Part]]:
+    """Return the base classes of new kinds of part: one class per kind, subclassing :class:`i2i.api.Part`.
+
+    Setting ``kind`` on the class is the whole declaration::
+
+        class Upscaler(Part):
+            "Enlarges a batch of images (N, C, H, W) by an integer factor."
+            kind = "upscaler"
+
+        @hookimpl
+        def i2i_kinds():
+            return [Upscaler]
+
+    From then on ``i2i list upscaler`` and ``i2i info upscaler NAME`` show its parts, ``create("upscaler",
+    NAME)`` builds one, a recipe's ``[upscaler]`` table (``name`` and the chosen part's options) is validated
+    like ``[generator]`` for every method that lists ``"upscaler"`` in ``Method.parts``, the method builds it
+    with ``parts.build("upscaler", **overrides)``, and ``i2i.testing.check_part`` checks its options,
+    construction and state. A part of the kind that has ``state_dict``/``load_state_dict`` is saved in every
+    checkpoint under its table's name (``upscaler``; a second one built from the table ``upscaler.1``), and
+    restored on ``--resume``; one whose ``state_dict()`` is empty is left out.
+
+    A kind's name is lower case (letters, digits, ``_``) and is not a recipe table of the core (``run``,
+    ``data``, ``optim``, ``train``). When two packages declare the same name, the first in precedence order (the
+    core, then distributions by name) keeps it and ``i2i list`` warns naming both. The base class's docstring
+    says what a part of the kind does; methods call it through the interface the base class defines.
+    """
+
+
+@hookspec
+def i2i_parts() -> list[type[Part]]:
+    """Return part classes of any kind, core or declared by a plugin (``i2i_kinds``), in one list.
+
+    Each class's kind is the ``kind`` of the nearest class in its MRO that sets one (its base class), so
+    ``[ResnetGenerator, Lsgan, MyUpscaler]`` registers a generator, a loss and an upscaler. A class whose kind no
+    installed package declares is left out (``i2i list`` warns naming it), and the plugin's other parts still load.
+    """
+
+
+@hookspec
 def i2i_generators() -> list[type[Generator]]:
     """Return generator classes (subclasses of :class:`i2i.contract.parts.Generator`).
 
-    A generator is an ``nn.Module`` mapping (N, C, H, W) images in [-1, 1] to images of the same size. Set
-    ``size_multiple`` to the factor input sizes must divide by, and ``batch_independent = False`` when an
+    A generator is an ``nn.Module`` mapping (N, C, H, W) images in [-1, 1] to images of the same size. Declare
+    the sizes it takes: ``size_multiple``, the factor input sides must divide by, and ``min_size``, the smallest
+    side it takes in training with a batch of one (set both on the instance where options decide them, e.g.
+    ``2 ** downs``, and name those options in ``size_options``); a ``data.crop_size`` outside them is refused
+    before training in one line naming the part and the smallest size that works, and
+    ``i2i.testing.check_part`` runs the part at its declared minimum. Set ``batch_independent = False`` when an
     output depends on other samples of the batch (batch norm), which stops the trainer from batching calls.
     Declare ``in_channels`` and ``out_channels`` options (default 3) so methods can set them. Implement
-    ``feature_channels`` and ``encode`` (see :class:`i2i.contract.parts.Generator`) to expose the encoder's feature maps,
-    which methods that compare them (``cut``'s PatchNCE) need.
+    ``feature_channels`` and ``encode`` (see :class:`i2i.contract.parts.Generator`) to expose the encoder's feature
+    maps, which methods that compare them (``cut``'s PatchNCE) need.
     """
 
 
@@ -52,7 +102,9 @@ def i2i_discriminators() -> list[type[Discriminator]]:
 
     A discriminator is an ``nn.Module`` returning raw scores (no sigmoid) for a batch of images: one per image
     or a map of per-patch scores. Declare an ``in_channels`` option (default 3): conditional methods such as
-    pix2pix set it to 6 to score input and output together.
+    pix2pix set it to 6 to score input and output together. It scores images of the crop size, so declare the
+    sizes it takes as a generator does (``size_multiple``, ``min_size``, ``size_options``; a PatchGAN of n
+    layers needs 3 * 2 ** n px).
     """
 
 
@@ -103,7 +155,11 @@ def i2i_methods() -> list[type[Method]]:
     A method builds its networks from the recipe through the factory it is given, says which parameters each
     optimizer owns, and computes one training step. It declares its loss slots in ``losses`` and the component
     tables it builds from in ``parts`` (with ``"augment"`` there, ``parts.augment()`` gives the recipe's augment
-    and ``augments()`` returns the active ones, for checkpoints and the log).
+    and ``augments()`` returns the active ones, for checkpoints and the log). A table of a kind a plugin declares
+    (``i2i_kinds``), e.g. ``"upscaler"`` in ``parts``, is checked in every recipe against the chosen part's
+    options, and ``parts.build("upscaler", **overrides)`` builds it (``build`` takes the core's tables too).
+    Declare the names ``optimizer_groups()`` returns in ``groups`` (e.g. ``("G", "D")``), so a recipe's
+    ``[optim.<group>]`` table naming another group is refused before anything is built.
     """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import tomli_w
 
 from i2i.errors import I2IError
-from i2i.contract.options import Option, OptionSet, article, unknown_key_message
+from i2i.contract.options import Option, OptionSet, article, closest, toml_value, unknown_key_message
+from i2i.contract.kinds import KINDS
 from i2i.contract.parts import Method
 from i2i.contract.registry import Registry, default_registry
 
@@ -40,12 +42,12 @@ TRAIN = OptionSet((
     Option("epochs", int, 100, "epochs at the initial learning rate", min=0),
     Option("decay_epochs", int, 100, "epochs over which the learning rate decays linearly toward zero", min=0),
     Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
-    Option("checkpoint_every", int, 1000, "steps between checkpoints (0: only the final one)", min=0),
-    Option("keep_checkpoints", int, 3, "periodic checkpoints kept, newest first (0: all); the final one stays",
-           min=0),
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
-    Option("samples", int, 4, "held-out images per domain shown in report.html", min=0),
 ))
+#: [train] keys that moved into the table of the callback they steer: old key -> (callback, its option). The old
+#: keys still work, with one deprecation warning each naming the new key.
+MOVED_TRAIN_KEYS = {"checkpoint_every": ("checkpoints", "every"), "keep_checkpoints": ("checkpoints", "keep"),
+                    "samples": ("samples", "images")}
 FIXED_TABLES = {"run": RUN, "train": TRAIN}
 TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "augment", "optim", "schedule",
           "callback", "train")
@@ -169,8 +171,9 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     """Read, override and resolve a recipe file (for --resume, starting-weight files are not required)."""
     path = Path(path)
     registry = registry or default_registry()
-    original = read_toml(path)
-    tree = apply_overrides(original, list(overrides))
+    original = _move_train_keys(read_toml(path), f"{path}: ")
+    overrides = [_move_override(text) for text in overrides]
+    tree = apply_overrides(original, overrides)
     try:
         notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
         recipe = resolve(tree, registry, source=path, initial_weights=not resume)
@@ -180,14 +183,55 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     return recipe
 
 
-def _table_kind(path: tuple[str, ...]) -> tuple[str, tuple[str, ...], str] | None:
+def _move_train_keys(tree: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`tree` with the deprecated [train] keys of MOVED_TRAIN_KEYS moved to their callbacks' tables (a copy when
+    any moves), each with a warning naming the new key; shapes that are not tables are left for `resolve`."""
+    train, callbacks = tree.get("train"), tree.get("callback", {})
+    if not isinstance(train, dict) or not isinstance(callbacks, dict) or not set(train) & set(MOVED_TRAIN_KEYS):
+        return tree
+    tree = {**tree, "train": dict(train), "callback": dict(callbacks)}
+    for old, (name, key) in MOVED_TRAIN_KEYS.items():
+        if old not in train:
+            continue
+        value = tree["train"].pop(old)
+        table = tree["callback"].get(name, {})
+        if not isinstance(table, dict):
+            continue  # resolve names the bad [callback.<name>]
+        if key in table and table[key] != value:
+            raise I2IError(f"{where}train.{old} = {toml_value(value)} and callback.{name}.{key} ="
+                           f" {toml_value(table[key])} are the same setting: keep callback.{name}.{key} and remove"
+                           f" train.{old} (deprecated)")
+        tree["callback"][name] = {**table, key: value}
+        warnings.warn(f"{where}train.{old} is deprecated: use callback.{name}.{key}", FutureWarning, stacklevel=3)
+    return tree
+
+
+def _move_override(text: str) -> str:
+    """A `--set train.OLD=V` of a deprecated key as the `--set` of its new key (with a warning); others as given."""
+    key, sep, raw = text.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or len(path) != 2 or path[0] != "train" or path[1] not in MOVED_TRAIN_KEYS:
+        return text
+    name, option = MOVED_TRAIN_KEYS[path[1]]
+    moved = f"callback.{name}.{option}={raw}"
+    warnings.warn(f"--set {text.strip()} is deprecated: use --set {moved.strip()}", FutureWarning, stacklevel=3)
+    return moved
+
+
+def component_tables(registry: Registry) -> tuple[str, ...]:
+    """The tables a method may build parts from (Method.parts): the core's components, then the kinds plugins
+    declare, each a table of the part's name and options."""
+    return (*COMPONENTS, *(kind for kind in registry.kinds() if kind not in KINDS))
+
+
+def _table_kind(path: tuple[str, ...], registry: Registry) -> tuple[str, tuple[str, ...], str] | None:
     """The part kind a table path holds, the keys it always accepts besides the part's options, and the key
     that names the part."""
     if path == ("data",):
         return "dataset", ("name", *LOADER.names()), "name"
     if len(path) == 2 and path[0] == "loss":
         return "loss", ("name", "weight"), "name"
-    if path in (("method",), ("schedule",), *((c,) for c in COMPONENTS)):
+    if path in (("method",), ("schedule",), *((c,) for c in component_tables(registry))):
         return path[0], ("name",), "name"
     if path == ("optim",) or (len(path) == 2 and path[0] == "optim"):
         return "optimizer", (OPTIMIZER_KEY,), OPTIMIZER_KEY
@@ -200,7 +244,7 @@ def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], 
     parsed = [tuple(parse_override(text)[0]) for text in overrides]
     notes = []
     for key in parsed:
-        if (table := _table_kind(key[:-1])) is None or key[-1] != table[2]:
+        if (table := _table_kind(key[:-1], registry)) is None or key[-1] != table[2]:
             continue
         kind, always, name_key = table
         node, file_node = tree, original
@@ -220,16 +264,17 @@ def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], 
             notes.append(f"[{'.'.join(key[:-1])}] {name_key} = {name!r} (from --set) does not take "
                          f"{', '.join(dropped)} from the recipe file: dropped")
         if kind == "method":
-            notes += _drop_tables_of_swapped_method(original, tree, parsed, registry.info("method", name).cls)
+            notes += _drop_tables_of_swapped_method(original, tree, parsed, registry.info("method", name).cls,
+                                                    component_tables(registry))
     return notes
 
 
 def _drop_tables_of_swapped_method(original: dict[str, Any], tree: dict[str, Any], parsed: list[tuple[str, ...]],
-                                   method_cls: type[Method]) -> list[str]:
+                                   method_cls: type[Method], components: tuple[str, ...]) -> list[str]:
     """When --set swaps the method, drop the file's loss slots and component tables the new method does not use
     (so one sweep can compare methods, e.g. cycle and cut); tables the overrides themselves set are kept."""
     set_here = {k[:2] if k[0] == "loss" else k[:1] for k in parsed}
-    dropped = [f"[{table}]" for table in COMPONENTS
+    dropped = [f"[{table}]" for table in components
                if table in original and table not in method_cls.parts and (table,) not in set_here]
     for table in dropped:
         del tree[table[1:-1]]
@@ -248,9 +293,12 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
             initial_weights: bool = True) -> Recipe:
     """Check a recipe tree against the installed parts and fill in every default."""
     registry = registry or default_registry()
+    tree = _move_train_keys(tree)
+    components = component_tables(registry)
     for key, value in tree.items():
-        if key not in TABLES:
-            raise I2IError(unknown_key_message("recipe", key, list(TABLES)).replace("in [recipe]", "at top level"))
+        if key not in TABLES and key not in components:
+            raise I2IError(unknown_key_message("recipe", key, [*TABLES, *components[len(COMPONENTS):]]).replace(
+                "in [recipe]", "at top level"))
         if not isinstance(value, dict):
             raise I2IError(f"{key} must be a table [{key}], got a value")
     tables: dict[str, Any] = {}
@@ -268,7 +316,11 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
                       **registry.resolve_options("dataset", data_name, data_options, "data"),
                       **LOADER.resolve(loader, "data")}
 
-    for table in COMPONENTS:
+    unknown = [table for table in method_cls.parts if table not in components]
+    if unknown:
+        raise I2IError(f"method {method_name!r} builds from [{unknown[0]}], which is not an installed kind of part:"
+                       f" install the package that declares it (kinds: {', '.join(registry.kinds())})")
+    for table in components:
         if table in method_cls.parts:
             # an optional part: a recipe without its table gets the default (a table without a name is an error)
             given = {table: {"name": DEFAULT_PARTS[table]}} if table in DEFAULT_PARTS and table not in tree else tree
@@ -286,7 +338,7 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
     tables["schedule"] = {"name": schedule_name,
                           **registry.resolve_options("schedule", schedule_name, schedule_options, "schedule")}
     tables["callback"] = _resolve_callbacks(tree.get("callback", {}), registry)
-    ordered = {t: tables[t] for t in TABLES if t in tables}
+    ordered = {t: tables[t] for t in (*TABLES, *components) if t in tables}
     return Recipe(ordered, source, group_optimizers=group_optimizers, given=copy.deepcopy(tree))
 
 
@@ -308,8 +360,7 @@ def _resolve_optim(given: dict[str, Any], method_cls: type[Method], registry: Re
     groups_resolved, group_optimizers = {}, {}
     for group, table in groups.items():
         if method_cls.groups and group not in method_cls.groups:
-            raise I2IError(unknown_key_message("optim", group, list(method_cls.groups)).replace(
-                "unknown key", f"method {method_cls.name!r} has no optimizer group"))
+            raise I2IError(unknown_group_message(method_cls.name, group, list(method_cls.groups)))
         where = f"optim.{group}"
         group_name = _part_name(table.get(OPTIMIZER_KEY, name), where, OPTIMIZER_KEY, "optimizer", registry)
         own = {k: v for k, v in table.items() if k != OPTIMIZER_KEY}
@@ -320,6 +371,14 @@ def _resolve_optim(given: dict[str, Any], method_cls: type[Method], registry: Re
                                   **{k: full[k] for k in own}}
         group_optimizers[group] = (group_name, full)
     return {**resolved, **groups_resolved}, group_optimizers
+
+
+def unknown_group_message(method: str, group: str, groups: list[str]) -> str:
+    """One line for an [optim.<group>] table naming a group that `method` lacks: its groups, and the closest."""
+    close = closest(group, groups)
+    hint = f"; did you mean [optim.{close}]?" if close else ""
+    return (f"[optim.{group}]: method {method!r} has no optimizer group {group!r} (its groups:"
+            f" {', '.join(groups)}){hint}")
 
 
 def _resolve_callbacks(given: dict[str, Any], registry: Registry) -> dict[str, Any]:

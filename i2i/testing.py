@@ -19,7 +19,7 @@ import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tomli_w
 import torch
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from i2i.storage.checkpoint import flatten_state, unflatten_state
 from i2i.errors import I2IError
 from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Part,
-                       ReconstructionLoss, ScheduleClock)
+                       ReconstructionLoss, ScheduleClock, fitting_side)
 from i2i.contract.registry import Registry, default_registry
 from i2i.storage.rundir import CHECKPOINTS_DIR, METRICS_FILE, RECIPE_FILE, RunFolder
 
@@ -46,8 +46,8 @@ SMOKE_RECIPE: dict[str, Any] = {
     "loss": {"adversarial": {"name": "lsgan"}, "cycle": {"name": "l1", "weight": 10.0},
              "identity": {"name": "l1", "weight": 0.5}},
     "buffer": {"name": "image_pool", "size": 4},
-    "train": {"epochs": 1, "decay_epochs": 0, "max_steps": 2, "checkpoint_every": 0, "log_every": 1,
-              "samples": 1},
+    "train": {"epochs": 1, "decay_epochs": 0, "max_steps": 2, "log_every": 1},
+    "callback": {"checkpoints": {"every": 0}, "samples": {"images": 1}},
 }
 
 _BATCH = 2
@@ -60,13 +60,17 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
     Every kind: the part is registered under that name by one package only, has a description, declares
     unique options whose defaults pass their own checks and equal the constructor's keyword defaults, and builds
     with its defaults (datasets excepted: they may need a data root) and with `options`. Then, on the part
-    built with `options` (pass small widths; image sides are `size` rounded up to `size_multiple`):
+    built with `options` (pass small widths; image sides are the smallest of at least `size` the part declares
+    it takes: a multiple of `size_multiple`, at least `min_size`):
 
     - generator: output shape = input shape (with out_channels), finite; gradients reach the parameters;
+      size_multiple and min_size are whole numbers, and a declared min_size is taken (one image of the
+      smallest side declared, in training);
       batch_independent holds; options_from_state_dict, if it recognises the part's own weights, rebuilds it;
       encode(), if feature_channels() is implemented, gives finite maps of the declared channels for every
       layer, in the order asked, with gradients, and default_feature_layers() are among the layers.
-    - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds;
+    - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds; a
+      declared min_size is taken, as for generators;
       features(), if implemented, is a list of finite maps.
     - adversarial loss: finite scalars for both targets and for generator_loss() with a gradient to the
       prediction; penalty(), if any.
@@ -80,6 +84,9 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
     - schedule: finite factors >= 0 over a run of 3 epochs of 4 steps; its state survives a checkpoint.
     - callback: its state survives a checkpoint (tensors, numbers, strings, dicts and lists only).
     - method: the checks every kind gets; train it with `run_recipe`.
+    - any other kind (one a plugin declares with i2i_kinds): the checks every kind gets; and when the part has
+      state_dict() and load_state_dict(), a fresh copy restored from its state through a checkpoint gives back the
+      same state_dict().
     """
     registry = registry or default_registry()
     try:
@@ -108,6 +115,8 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
                   "optimizer": _check_optimizer, "schedule": _check_schedule, "callback": _check_callback}
         if kind in checks:
             checks[kind](part, label, size, registry.resolve_options(kind, name, options))
+        elif kind != "method":
+            _check_state_round_trip(part, lambda: registry.create(kind, name, **options), label)
     return part
 
 
@@ -125,7 +134,7 @@ def run_recipe(recipe: str | Path | Mapping[str, Any], *overrides: str, out: str
     registry = registry or default_registry()
     # A few steps, one report sample, no loader processes (starting them costs more than the steps): the point is
     # that the parts fit together, not what they learn.
-    settings = [f"train.max_steps={steps}", f"train.log_every={steps}", "train.samples=1", "data.workers=0",
+    settings = [f"train.max_steps={steps}", f"train.log_every={steps}", "callback.samples.images=1", "data.workers=0",
                 *overrides]
     with tempfile.TemporaryDirectory() as scratch:
         if isinstance(recipe, Mapping):
@@ -209,10 +218,33 @@ def _check_batching(net: nn.Module, images: Tensor, output: Tensor, label: str) 
             " set batch_independent = False")
 
 
-def _network_input(net: nn.Module, resolved: dict[str, Any], size: int) -> Tensor:
-    multiple = getattr(net, "size_multiple", 1)
-    side = multiple * math.ceil(size / multiple)
-    return torch.rand(_BATCH, resolved.get("in_channels", 3), side, side) * 2 - 1
+def _network_input(net: nn.Module, resolved: dict[str, Any], size: int, batch: int = _BATCH) -> Tensor:
+    side = fitting_side([net], size)  # a size the network declares it takes
+    return torch.rand(batch, resolved.get("in_channels", 3), side, side) * 2 - 1
+
+
+def _check_declared_sizes(net: nn.Module, label: str, resolved: dict[str, Any]) -> None:
+    """The sizes a network declares are whole numbers, and one that declares a minimum side takes it: one image of
+    the smallest side it declares, in training (what the engine lets through before training starts)."""
+    for attribute in ("size_multiple", "min_size"):
+        value = getattr(net, attribute, 1)
+        _expect(isinstance(value, int) and value >= 1, label, f"declares {attribute} = {value!r}: a whole number of"
+                " pixels, 1 or more")
+    if net.min_size == 1:
+        return
+    images = _network_input(net, resolved, 1, batch=1)
+    side = images.shape[-1]
+    try:
+        with torch.no_grad():
+            output = net(images)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises for an input too small
+        raise AssertionError(f"{label} declares it takes {side} px images (size_multiple = {net.size_multiple},"
+                             f" min_size = {net.min_size}) but fails on one in training: {type(exc).__name__}:"
+                             f" {str(exc).splitlines()[0] if str(exc) else ''}; raise min_size") from None
+    _finite(output, label, f"output for a {side} px image (its declared minimum)")
+    if isinstance(net, Generator):
+        _expect(tuple(output.shape[-2:]) == (side, side), label, f"maps a {side} px image (its declared minimum) to"
+                f" {tuple(output.shape[-2:])}: raise min_size or size_multiple")
 
 
 def _train_deterministically(net: nn.Module) -> None:
@@ -226,6 +258,7 @@ def _train_deterministically(net: nn.Module) -> None:
 def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) -> None:
     _expect(isinstance(net, Generator) and isinstance(net, nn.Module), label, "is not a Generator nn.Module")
     _train_deterministically(net)
+    _check_declared_sizes(net, label, resolved)
     images = _network_input(net, resolved, size)
     output = _finite(net(images), label, "output")
     expected = (_BATCH, resolved.get("out_channels", images.shape[1]), *images.shape[2:])
@@ -271,6 +304,7 @@ def _check_discriminator(net: Any, label: str, size: int, resolved: dict[str, An
     _expect(isinstance(net, Discriminator) and isinstance(net, nn.Module), label,
             "is not a Discriminator nn.Module")
     _train_deterministically(net)
+    _check_declared_sizes(net, label, resolved)
     images = _network_input(net, resolved, size)
     output = _finite(net(images), label, "output")
     _expect(output.dim() >= 1 and output.shape[0] == _BATCH, label,
@@ -428,6 +462,29 @@ def _check_schedule(part: Any, label: str, size: int, options: dict[str, Any]) -
         _expect(isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0, label,
                 f"factor() at step {step} is {factor!r}: it must be a finite number >= 0")
     part.load_state_dict(_through_a_checkpoint(part.state_dict(), label))
+
+
+def _check_state_round_trip(part: Any, build: Callable[[], Any], label: str) -> None:
+    """A part with state: a fresh one (from `build`) restored from its state through a checkpoint has that state."""
+    saves, loads = (callable(getattr(part, f, None)) for f in ("state_dict", "load_state_dict"))
+    if not (saves or loads):
+        return
+    _expect(saves and loads, label, "has only one of state_dict() and load_state_dict(): checkpoints need both")
+    import json
+
+    state = part.state_dict()
+    restored = build()
+    try:
+        restored.load_state_dict(_through_a_checkpoint(state, label))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise AssertionError(f"{label}: load_state_dict() fails on what state_dict() saved: {exc}") from None
+    tensors, tree = flatten_state("part", state)
+    again, tree_again = flatten_state("part", restored.state_dict())
+    same = (json.dumps(tree, sort_keys=True) == json.dumps(tree_again, sort_keys=True)
+            and tensors.keys() == again.keys()
+            and all(t.dtype == again[k].dtype and torch.equal(t.cpu(), again[k].cpu()) for k, t in tensors.items()))
+    _expect(same, label, "restored from its state_dict() through a checkpoint gives another state_dict(): restore"
+            " in load_state_dict() everything state_dict() saves")
 
 
 def _check_callback(part: Any, label: str, size: int, options: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ class Case:
     upright: tuple[int, int] | None = None  # (width, height) once the EXIF rotation is applied, when it changes
     warning: str | None = None  # a fragment of the one warning line a used file gets
     root_reads_it: bool = False  # used (not skipped) when running as root, which ignores file permissions
+    decoded_to_tell: bool = False  # its header is an image's: only decoding it finds the fault (or never, if unread)
 
     @property
     def skipped(self) -> bool:
@@ -49,6 +50,12 @@ def noise(size: tuple[int, int], seed: int = 0, channels: int = 3) -> Image.Imag
     pixels = np.random.default_rng(seed).integers(0, 256, (h, w, channels) if channels > 1 else (h, w),
                                                     dtype=np.uint8)
     return Image.fromarray(pixels)
+
+
+def _non_finite(path: Path) -> None:
+    pixels = np.linspace(0, 1, 1600, dtype=np.float32).reshape(40, 40)
+    pixels[0, :3], pixels[5, 5:7] = np.nan, (np.inf, -np.inf)
+    Image.fromarray(pixels).save(path)
 
 
 def _save(image: Image.Image, **params) -> Callable[[Path], None]:
@@ -141,8 +148,8 @@ def _fifo(path: Path) -> None:
 CASES: tuple[Case, ...] = (
     Case("empty.png", "zero-byte file", _bytes(b""), reason="empty"),
     Case("empty.jpg", "zero-byte file", _bytes(b""), reason="empty"),
-    Case("truncated.png", "PNG cut in half", _truncated("PNG"), reason="truncated"),
-    Case("truncated.jpg", "JPEG cut in half", _truncated("JPEG"), reason="truncated"),
+    Case("truncated.png", "PNG cut in half", _truncated("PNG"), reason="truncated", decoded_to_tell=True),
+    Case("truncated.jpg", "JPEG cut in half", _truncated("JPEG"), reason="truncated", decoded_to_tell=True),
     Case("text.jpg", "a text file named .jpg", _bytes(b"this is not an image\n"), reason="not an image"),
     Case("page.png", "an HTML error page named .png (a failed download)",
          _bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n"), reason="not an image"),
@@ -173,6 +180,8 @@ CASES: tuple[Case, ...] = (
     Case("bilevel.bmp", "1-bit BMP", _save(noise((40, 40), seed=14).convert("1"))),
     Case("float.tif", "32-bit float TIFF",
          _save(Image.fromarray(np.linspace(0, 1, 1600, dtype=np.float32).reshape(40, 40)))),
+    Case("nan.tif", "32-bit float TIFF holding NaN and infinite values (a sensor's no-data pixels)", _non_finite,
+         reason="3 NaN and 2 infinite values", decoded_to_tell=True),
     Case("jpeg_named.png", "a JPEG file with a .png name", _save(noise((40, 40), seed=15), format="JPEG")),
     Case("one_pixel.png", "1x1 image", _save(noise((1, 1), seed=16))),
     Case("one_wide.png", "1 pixel wide, 48 tall", _save(noise((1, 48), seed=17))),

@@ -21,7 +21,7 @@ TINY = [
     "--set", "data.count=8", "--set", "data.load_size=36", "--set", "data.crop_size=32",
     "--set", "data.workers=0", "--set", "generator.channels=4", "--set", "generator.blocks=1",
     "--set", "discriminator.channels=4", "--set", "train.max_steps=4", "--set", "train.log_every=2",
-    "--set", "train.checkpoint_every=2", "--set", "train.samples=2",
+    "--set", "callback.checkpoints.every=2", "--set", "callback.samples.images=2",
 ]
 
 

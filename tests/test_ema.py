@@ -1,10 +1,12 @@
 """The `ema` callback: an exponential moving average of the generator weights, saved as <network>.ema.safetensors in
 every checkpoint, used by translate/evaluate/export unless --raw, and by the report samples through
-TrainingContext.evaluation_weights."""
+TrainingContext.evaluation_weights. Which variant inference uses is what the callback declares (weights_variant), never
+a name the core knows: a callback of another package declaring another variant is used the same way."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +29,17 @@ EMA = ["--set", "callback.ema.decay=0.6", "--set", "callback.ema.start_step=1"]
 
 def ckpt(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step-{step:08d}"
+
+
+def rewrite_state(folder: Path, change) -> None:
+    """Rewrite a checkpoint's training.json with `change(state)` applied and its own checksum recomputed: what a
+    checkpoint of an earlier i2i holds (a valid file, just without what this one adds)."""
+    from i2i.storage.checkpoint import STATE_FILE, state_digest
+
+    state = json.loads((folder / STATE_FILE).read_text())
+    change(state)
+    state["sha256"][STATE_FILE] = state_digest(state)
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
 
 
 # -- the update on a toy network ----------------------------------------------------------------------------------
@@ -72,7 +85,7 @@ def test_the_update_is_the_hand_computed_average_from_start_step_every_n_steps()
             elif (step - 2) % 2 == 0:
                 expected[k] = 0.9 * expected[k] + 0.1 * w
     assert ema.updates == 2  # steps 4 and 6
-    saved = ema.checkpoint_networks(context)["ema"]["G"].state_dict()
+    saved = ema.checkpoint_variants(context)["ema"]["G"]  # tensors, no stand-in module
     assert list(saved) == list(net.state_dict())  # the raw network's keys and nothing else: no "D"
     for k in params:
         assert torch.allclose(saved[k].double(), expected[k], rtol=0, atol=1e-6), k
@@ -119,6 +132,7 @@ def test_the_saved_average_is_the_hand_computed_one(runs):
                      "G_B.ema.safetensors", "G_B.safetensors", "training.safetensors"]
     state = json.loads((ckpt(run, 4) / "training.json").read_text())
     assert state["variants"] == {"ema": {"G_A": "G_A.ema", "G_B": "G_B.ema"}}
+    assert state["weights_variant"] == "ema"  # what the callback declared for inference
     assert state["state"]["callback.ema"]["updates"] == 3  # steps 2, 3, 4 (step 1 is start_step: a copy)
     for network in ("G_A", "G_B"):
         raw = [load_file(ckpt(run, s) / f"{network}.safetensors") for s in range(1, 5)]
@@ -184,7 +198,7 @@ def test_evaluate_and_export_use_the_average(cli, runs, tmp_path):
     assert raw.code == 0 and "with the raw weights (G_A, G_B)" in raw.out
     assert json.loads((run / "metrics.json").read_text())["generators"]["AtoB"] == "G_A.safetensors"
 
-    from i2i.tools.inference import load_generator
+    from i2i.tools.generators import load_generator
 
     exported = cli("export", run, "--format", "torchscript", "--out", tmp_path / "g.pt", "--direction", "BtoA")
     assert exported.code == 0, exported.err
@@ -206,7 +220,7 @@ def test_batch_norm_statistics_are_copied_and_the_average_loads_channels_last(cl
     stats = [k for k in raw if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert stats and all(ema[k].equal(raw[k]) for k in stats)
     assert raw[stats[0]].abs().sum() > 0 and not ema["model.1.weight"].equal(raw["model.1.weight"])
-    from i2i.tools.inference import load_generator
+    from i2i.tools.generators import load_generator
 
     assert load_generator(run, "AtoB").training is False  # the average rebuilt into a fresh network
 
@@ -225,3 +239,104 @@ def test_kill_9_then_resume_is_bit_identical_with_the_average(tmp_path):
     assert resumed.code == 0, resumed.err
     assert (ckpt(run, 14) / "G_A.ema.safetensors").is_file()
     assert_same_final_state(tmp_path / "whole", run, 14)  # every .safetensors, the .ema files included
+
+
+# -- which variant inference uses: the declaration, also for checkpoints written before it was recorded --------------
+
+def test_a_checkpoint_without_the_record_still_picks_the_average_its_recipe_enabled(cli, runs, image, tmp_path):
+    run = Path(shutil.copytree(runs["ema"], tmp_path / "old"))
+    step = ckpt(run, 4)
+    for folder in run.glob("checkpoints/step-*"):
+        rewrite_state(folder, lambda state: state.pop("weights_variant"))
+    assert "weights_variant" not in json.loads((step / "training.json").read_text())
+    result = cli("translate", run, image, "--out", tmp_path / "default")
+    assert result.code == 0, result.err
+    assert "with the EMA weights (G_A.ema)" in result.out  # the registry says: callback ema writes "ema"
+    assert cli("translate", step / "G_A.ema.safetensors", image, "--out", tmp_path / "file").code == 0
+    assert np.array_equal(pixels(tmp_path / "default" / "x.png"), pixels(tmp_path / "file" / "x.png"))
+
+    # the recipe it was trained with did not enable the callback: the files are not inference's, the weights are
+    rewrite_state(step, lambda state: state["recipe"]["callback"]["ema"].update(enabled=False))
+    result = cli("translate", run, image, "--out", tmp_path / "unlisted")
+    assert result.code == 0 and "EMA" not in result.out, result.out
+    assert cli("translate", step / "G_A.safetensors", image, "--out", tmp_path / "raw").code == 0
+    assert np.array_equal(pixels(tmp_path / "unlisted" / "x.png"), pixels(tmp_path / "raw" / "x.png"))
+
+
+def averaging_plugin():
+    """A plugin as another package writes one: the stock average under another name and variant, and a callback
+    written before checkpoint_variants existed (a module from checkpoint_networks)."""
+    import i2i
+    from i2i.api import Callback
+    from i2i_stock.callbacks.ema import EMA
+
+    class Averaging(EMA):
+        """The average, written as <network>.avg.safetensors and declared as the weights inference uses."""
+
+        name = "test_average"
+        weights_variant = "avg"
+
+    class Legacy(Callback):
+        """Saves a copy of G_A as a module, the way callbacks did before tensors."""
+
+        name = "test_legacy"
+
+        def checkpoint_networks(self, context):
+            return {"copy": {"G_A": context.networks["G_A"]}}
+
+    class Plugin:
+        @i2i.hookimpl
+        def i2i_callbacks(self):
+            return [Averaging, Legacy]
+
+    return Plugin()
+
+
+@pytest.fixture
+def averaging():
+    from i2i.contract.registry import default_registry
+
+    registry = default_registry()
+    registry.register(averaging_plugin(), name="test-averaging")
+    yield
+    registry.manager.unregister(name="test-averaging")
+    registry._parts = None
+
+
+def test_translate_uses_the_variant_a_callback_declares(cli, averaging, image, tmp_path, one_thread):
+    run = tmp_path / "run"
+    args = [QUICK, *TINY, *STEPS, "--set", "callback.test_average.decay=0.6", "--set",
+            "callback.test_legacy.enabled=true", "--out", run]
+    result = cli("run", *args)
+    assert result.code == 0, result.err
+    step = ckpt(run, 4)
+    state = json.loads((step / "training.json").read_text())
+    assert state["weights_variant"] == "avg"
+    assert state["variants"] == {"avg": {"G_A": "G_A.avg", "G_B": "G_B.avg"}, "copy": {"G_A": "G_A.copy"}}
+    assert not list(step.glob("*.ema.*"))
+    copy, trained = load_file(step / "G_A.copy.safetensors"), load_file(step / "G_A.safetensors")
+    assert copy.keys() == trained.keys() and all(copy[k].equal(trained[k]) for k in copy)
+
+    out = {}
+    for name, given in {"default": [run], "raw": [run, "--raw"], "avg": [step / "G_A.avg.safetensors"],
+                        "trained": [step / "G_A.safetensors"]}.items():
+        result = cli("translate", given[0], image, "--out", tmp_path / name, *given[1:])
+        assert result.code == 0, result.err
+        out[name] = pixels(tmp_path / name / "x.png")
+        if name == "default":
+            assert "with the AVG weights (G_A.avg)" in result.out
+    assert np.array_equal(out["default"], out["avg"]) and np.array_equal(out["raw"], out["trained"])
+    assert not np.array_equal(out["default"], out["raw"])
+
+    # --resume reads the average back through context.checkpoints.read_variant, by the declared name
+    resumed = cli("run", *args[:-2], "--set", "train.max_steps=5", "--out", run, "--resume")
+    assert resumed.code == 0 and "holds no EMA average" not in resumed.err, resumed.err
+    assert (ckpt(run, 5) / "G_B.avg.safetensors").is_file()
+
+
+def test_two_callbacks_declaring_the_inference_weights_are_refused(cli, averaging, tmp_path):
+    result = cli("run", QUICK, *TINY, "--set", "callback.ema.decay=0.9", "--set", "callback.test_average.decay=0.9",
+                 "--out", tmp_path / "run")
+    line = error_line(result)
+    assert "callbacks 'ema' and 'test_average' both declare the weights inference uses" in line, line
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import RECIPES, TINY, error_line
-from i2i.tools.evaluate import (PSNR_CAP, DistributionScores, InceptionFeatures, frechet_distance, load_inception,
-                          paired_metrics)
+from i2i.tools.inception import InceptionFeatures, load_inception
+from i2i.tools.metrics import PSNR_CAP, DistributionScores, frechet_distance, paired_metrics
 from i2i_stock.datasets import draw_synthetic
 
 PIX2PIX_TINY = [

@@ -20,10 +20,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from conftest import RECIPES, ROOT, TINY, Result, error_line, run_module
+from packages import importable, pip_install
 from i2i.storage.checkpoint import part_metadata
 from i2i.cli import main
 from i2i.tools.export import ParityError, export_module
-from i2i.tools.inference import load_generator
+from i2i.tools.generators import load_generator
 from i2i_stock.resnet import ResnetGenerator
 from i2i_stock.unet import UnetGenerator
 
@@ -189,26 +190,16 @@ def test_converted_weights_to_torchscript(cli, converted, tmp_path):
 
 
 def test_upsample_generator_of_i2i_extras(tmp_path):
-    # Installed with --target, not into this environment: tests/test_extras.py installs and removes i2i-extras
-    # there, and a second installer at the same time would race it.
-    source = Path(shutil.copytree(EXTRAS, tmp_path / "src", ignore=shutil.ignore_patterns(
-        "build", "*.egg-info", "__pycache__")))
+    # Installed into a folder of its own (tests/packages.py), never into the environment running the tests.
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(site), str(source)], check=True)
-    sys.path.insert(0, str(site))
-    try:
+    env = pip_install(site, EXTRAS)
+    with importable(site, "i2i_extras"):
         from i2i_extras.upsample import UpsampleGenerator
 
         options = {"blocks": 1, "channels": 4, "mode": "bilinear"}
         file = save_generator(randomised(UpsampleGenerator(**options)), options, tmp_path / "up.safetensors")
-    finally:
-        sys.path.remove(str(site))
-        for name in [m for m in sys.modules if m == "i2i_extras" or m.startswith("i2i_extras.")]:
-            del sys.modules[name]
     for fmt, out in (("onnx", tmp_path / "up.onnx"), ("torchscript", tmp_path / "up.pt")):
-        result = run_module("export", file, "--format", fmt, "--out", out, "--size", SIZE,
-                            env={"PYTHONPATH": str(site)})
+        result = run_module("export", file, "--format", fmt, "--out", out, "--size", SIZE, env=env)
         assert "exported generator upsample" in result.out, result.err
         assert_passed(result, "uniform noise 1x3x64x64", "smooth image")
 
@@ -277,7 +268,7 @@ def test_cli_failed_check_keeps_the_previous_file(cli, converted, tmp_path, monk
     file, _ = converted
     out = tmp_path / "g.pt"
     out.write_bytes(b"the previous export")
-    monkeypatch.setattr("i2i.tools.inference.load_generator", lambda *args, **kwargs: Drift(1e-3))
+    monkeypatch.setattr("i2i.tools.generators.load_generator", lambda *args, **kwargs: Drift(1e-3))
     line = error_line(cli("export", file, "--format", "torchscript", "--out", out, "--size", 32))
     assert "parity check failed" in line and "0.001" in line and "tolerance 0.0001" in line and str(out) in line
     assert out.read_bytes() == b"the previous export"

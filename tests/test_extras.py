@@ -1,72 +1,43 @@
-"""i2i-extras as a third party ships it: pip-installed into this environment, swapped in by --set, then removed.
+"""i2i-extras as a third party ships it: pip-installed into an environment, swapped in by --set, then removed.
 
+The environment is a virtual one of the module's own, layered on the one running the tests (tests/packages.py),
+so pip really installs and uninstalls, and a run that dies midway leaves the test environment unchanged.
 Also the plugin template: copied, pip-installed and tested with its own tests, as a plugin author would.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import RECIPES, ROOT, TINY, error_line, run_module
+from packages import Environment, copy_sources, importable, installed_here, pip_install
 
 EXTRAS = ROOT / "plugins" / "i2i_extras"
 TEMPLATE = ROOT / "plugins" / "template"
 QUICK = RECIPES / "quickstart.toml"
-# Build leftovers are not copied: a stale build/lib would be installed as if it were the source.
-SOURCES_ONLY = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache")
-
-
-def pip(*args: str) -> subprocess.CompletedProcess:
-    """Run pip of the interpreter running the tests."""
-    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, check=False)
-
-
-def extras_installed() -> bool:
-    """Whether this environment holds the i2i-extras distribution (looked up afresh each time)."""
-    importlib.invalidate_caches()
-    try:
-        importlib.metadata.distribution("i2i-extras")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def copy_sources(package: Path, into: Path) -> Path:
-    """A copy of a plugin package's source folder under `into`."""
-    return Path(shutil.copytree(package, into / package.name, ignore=SOURCES_ONLY))
 
 
 @pytest.fixture(scope="module")
-def extras(tmp_path_factory) -> Iterator[None]:
-    """i2i-extras installed into the test environment for this module, removed again at the end."""
-    if extras_installed():
-        pytest.skip("i2i-extras is already installed here; these tests install and remove it themselves")
-    source = copy_sources(EXTRAS, tmp_path_factory.mktemp("extras-src"))
-    result = pip("install", "--quiet", "--no-deps", "--no-build-isolation", str(source))
-    assert result.returncode == 0, result.stderr
-    assert extras_installed()
-    try:
-        yield
-    finally:
-        if extras_installed():
-            result = pip("uninstall", "--yes", "i2i-extras")
-            assert result.returncode == 0, result.stderr
+def extras(tmp_path_factory) -> Environment:
+    """An environment with i2i-extras pip-installed, for this module."""
+    if installed_here("i2i-extras"):
+        pytest.skip("i2i-extras is installed in the environment running the tests; these tests install and"
+                    " remove it themselves")
+    environment = Environment(tmp_path_factory.mktemp("env"))
+    environment.install(EXTRAS)
+    assert environment.has("i2i-extras")
+    return environment
 
 
 def test_its_parts_are_listed_with_their_package(extras):
-    listing = run_module("list", env={"COLUMNS": "200"})
+    listing = run_module("list", env={**extras.env, "COLUMNS": "200"})
     assert listing.code == 0, listing.err
     rows = {(line.split()[0], line.split()[1]): line.split()[2] for line in listing.out.splitlines()
             if len(line.split()) > 2}
@@ -79,7 +50,7 @@ def test_its_parts_are_listed_with_their_package(extras):
 
 
 def test_info_shows_the_options(extras):
-    info = run_module("info", "generator", "upsample", env={"COLUMNS": "200"})
+    info = run_module("info", "generator", "upsample", env={**extras.env, "COLUMNS": "200"})
     assert info.code == 0, info.err
     assert "i2i-extras" in info.out
     for option in ("blocks", "channels", "norm", "dropout", "in_channels", "out_channels", "init", "mode"):
@@ -92,7 +63,7 @@ def test_set_alone_swaps_its_parts_into_a_shipped_recipe(extras, tmp_path):
     run = tmp_path / "run"
     result = run_module("run", QUICK, *TINY, "--set", "train.max_steps=2", "--set", "generator.name=upsample",
                         "--set", "loss.adversarial.name=i2i-extras:hinge", "--set", "discriminator.name=pixel",
-                        "--out", run)
+                        "--out", run, env=extras.env)
     assert result.code == 0, result.err
     assert "does not take layers" in result.err  # PatchGAN's depth, dropped with a note
     recipe = tomllib.loads((run / "recipe.toml").read_text())
@@ -114,19 +85,17 @@ def test_its_parts_pass_check_part(extras, kind: str, name: str, options: dict[s
     from i2i.contract.registry import Registry
     from i2i.testing import check_part
 
-    # default_registry() is loaded once per process and may predate the install: read the entry points afresh.
-    registry = Registry()
-    registry.load_entry_points()
-    part = check_part(kind, name, registry=registry, **options)
-    assert type(part).__module__.startswith("i2i_extras.")
+    # default_registry() is loaded once per process and predates the install: read the entry points afresh.
+    with importable(extras.site, "i2i_extras"):
+        registry = Registry()
+        registry.load_entry_points()
+        part = check_part(kind, name, registry=registry, **options)
+        assert type(part).__module__.startswith("i2i_extras.")
 
 
 def test_the_template_package_passes_its_own_tests(tmp_path):
     package = copy_sources(TEMPLATE, tmp_path)
-    site = tmp_path / "site"
-    result = pip("install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(package))
-    assert result.returncode == 0, result.stderr
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {**os.environ, **pip_install(tmp_path / "site", package)}
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=package, env=env,
                            capture_output=True, text=True, timeout=300, check=False)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -134,8 +103,8 @@ def test_the_template_package_passes_its_own_tests(tmp_path):
 
 
 def test_after_uninstalling_a_recipe_naming_its_part_fails_clearly(extras, tmp_path):
-    result = pip("uninstall", "--yes", "i2i-extras")
-    assert result.returncode == 0, result.stderr
-    assert not extras_installed()
-    run = run_module("run", QUICK, *TINY, "--set", "generator.name=upsample", "--out", tmp_path / "run")
+    extras.uninstall("i2i-extras")
+    assert not extras.has("i2i-extras")
+    run = run_module("run", QUICK, *TINY, "--set", "generator.name=upsample", "--out", tmp_path / "run",
+                     env=extras.env)
     assert "unknown generator 'upsample'" in error_line(run)

@@ -22,8 +22,8 @@ from conftest import RECIPES, TINY, error_line
 from file_server import FileServer
 from i2i.storage.cache import INCEPTION_FILES, inception_path
 from i2i.storage.digests import file_sha256
-from i2i.tools.evaluate import (DistributionScores, StandardInceptionFeatures, fid_protocol_note, inception_protocol,
-                          load_inception)
+from i2i.tools.inception import StandardInceptionFeatures, fid_protocol_note, inception_protocol, load_inception
+from i2i.tools.metrics import DistributionScores
 # module fixtures, as pytest finds them by name here: a tiny CycleGAN run and a small unpaired folder
 from test_evaluate import cycle_run, unpaired_data  # noqa: F401, F811
 

@@ -338,6 +338,28 @@ def test_bad_files_of_every_format_are_one_line_each(tmp_path: Path) -> None:
     assert "uint32 pixels are not supported" in refused(tmp_path / "wide.tif")
 
 
+def test_float_pixels_that_are_nan_or_infinite_are_refused_with_their_count(tmp_path: Path) -> None:
+    values = pixels("float32", 2, 8, 8)
+    values[0, 0, 0], values[1, :3, 1], values[7, 7, 0] = np.nan, np.inf, -np.inf
+    np.save(tmp_path / "bad.npy", values)
+    expected = ("it holds 1 NaN and 4 infinite values (of 128): pixels must be finite; replace them (e.g."
+                " numpy.nan_to_num) or remove the file")
+    assert refused(tmp_path / "bad.npy").endswith(expected)
+    tifffile.imwrite(tmp_path / "bad.tif", values[..., 0])
+    assert refused(tmp_path / "bad.tif").endswith("it holds 1 NaN and 1 infinite values (of 64): pixels must be"
+                                                  " finite; replace them (e.g. numpy.nan_to_num) or remove the file")
+    # float64 beyond float32's range becomes infinite in the float32 i2i computes in, so it is refused too
+    np.save(tmp_path / "huge.npy", np.full((4, 4), 1e300))
+    assert "it holds 16 infinite values (of 16)" in refused(tmp_path / "huge.npy")
+    # the 8-bit RGB reader refuses the same float TIFF (PIL mode F) rather than turning NaN into some grey
+    with pytest.raises(I2IError, match=r"cannot read image .*bad\.tif: it holds 1 NaN and 1 infinite value"):
+        read_image(tmp_path / "bad.tif")
+    # finite floats and integers (which cannot be NaN) read as before
+    np.save(tmp_path / "good.npy", values[2:6])
+    assert np.array_equal(read_array(tmp_path / "good.npy"), values[2:6])
+    assert read_array(written(tmp_path / "int.tif", pixels("int16", 1))).dtype == np.int16
+
+
 def test_write_array_refuses_what_a_format_cannot_hold(tmp_path: Path) -> None:
     cases = [(pixels("uint16", 3), "jpeg", "JPEG holds uint8 pixels with 1 or 3 channels, not uint16 pixels with 3"),
              (pixels("uint8", 4), "png", "not uint8 pixels with 4 channels: write TIFF or .npy"),

@@ -16,9 +16,13 @@ import time
 import tomllib
 from pathlib import Path
 
+from typing import ClassVar
+
 import pytest
 
 from conftest import RECIPES, TINY, assert_same_final_state, error_line, run_module
+from i2i.api import Callback, Option, hookimpl
+from i2i.contract.registry import default_registry
 from test_plugins import pip_install
 
 QUICK = RECIPES / "quickstart.toml"
@@ -164,3 +168,63 @@ def test_swapping_the_optimizer_drops_the_keys_it_does_not_take(cli, tmp_path):
     result = cli("run", recipe, *TINY, "--set", "optim.optimizer=sgd", "--out", tmp_path / "run")
     assert result.code == 0, result.err
     assert "[optim] optimizer = 'sgd' (from --set) does not take beta1 from the recipe file: dropped" in result.err
+
+
+class AskAt(Callback):
+    """Asks for a checkpoint at one step, off every schedule (as validation's keep_best does), and can make one of
+    that step's losses NaN."""
+
+    name = "test_ask_at"
+    options = (Option("step", int, 0, "the step to ask at"), Option("poison", str, "", "the loss to make NaN there"))
+    #: (checkpoint_due before asking, checkpoint_pending after, control.checkpoint_due after) at that step
+    seen: ClassVar[list[tuple[bool, bool, bool]]] = []
+
+    def __init__(self, *, step: int = 0, poison: str = "") -> None:
+        self.step, self.poison = step, poison
+
+    def on_step_end(self, context, losses) -> None:
+        if context.step != self.step:
+            return
+        before = context.control.checkpoint_due
+        context.request_checkpoint()  # the alias a callback written before context.control calls
+        AskAt.seen.append((before, context.checkpoint_pending, context.control.checkpoint_due))
+        if self.poison:
+            losses[self.poison].fill_(float("nan"))
+
+
+class AskAtPlugin:
+    @hookimpl
+    def i2i_callbacks(self):
+        return [AskAt]
+
+
+@pytest.fixture
+def ask_at():
+    registry = default_registry()  # the one the in-process CLI uses
+    registry.register(AskAtPlugin(), name="ask-at-test")
+    AskAt.seen.clear()
+    yield
+    registry.manager.unregister(name="ask-at-test")
+    registry._parts = None
+
+
+# no periodic checkpoints; the only log point is the last step (4)
+OFF_SCHEDULE = [*TINY, "--set", "callback.checkpoints.every=0", "--set", "train.log_every=4",
+                "--set", "callback.test_ask_at.step=3"]
+
+
+def test_a_checkpoint_a_callback_asks_for_off_schedule_is_written(cli, tmp_path, ask_at):
+    run = tmp_path / "run"
+    result = cli("run", QUICK, *OFF_SCHEDULE, "--out", run)
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+    assert AskAt.seen == [(False, True, True)]
+
+
+def test_a_nan_at_a_step_only_a_callback_checkpoints_leaves_no_checkpoint_of_it(cli, tmp_path, ask_at):
+    run = tmp_path / "run"
+    result = cli("run", QUICK, *OFF_SCHEDULE, "--set", "callback.test_ask_at.poison=cycle_A", "--out", run)
+    line = error_line(result)
+    # the finite check (order 250) saw that a checkpoint was due at step 3 and checked before it was written
+    assert "loss cycle_A became nan at step 3" in line and "no checkpoint was written" in line, line
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import RECIPES, ROOT, error_line, run_module
+from conftest import RECIPES, error_line, run_module
+from packages import pip_install  # noqa: F401 (also imported from here by other test modules)
 
-PLUGINS = ROOT / "tests" / "plugins"
 QUICK = RECIPES / "quickstart.toml"
 SMALL = ["--set", "data.count=4", "--set", "data.load_size=36", "--set", "data.crop_size=32",
          "--set", "data.workers=0", "--set", "discriminator.channels=4", "--set", "train.max_steps=4",
          "--set", "train.log_every=2", "--set", "train.checkpoint_every=2", "--set", "train.samples=1"]
-
-
-def pip_install(target: Path, *packages: str) -> dict[str, str]:
-    """Install test plugin packages into `target` with pip; return the environment that sees them."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), *(str(PLUGINS / p) for p in packages)], check=True)
-    return {"PYTHONPATH": str(target)}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from i2i.tools.report import PAD, plot_losses, read_metrics, save_samples, write_report
+from i2i.tools.pages import PAD, PAGE_CSS, html_page
+from i2i.tools.report import plot_losses, read_metrics, save_samples, write_report
 
 NAMES = ["real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,3 +108,14 @@ def test_write_report_escapes_recipe(tmp_path: Path) -> None:
     page = write_report(run).read_text(encoding="utf-8")
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_html_page_is_one_skeleton_with_or_without_the_report_style() -> None:
+    own = ".mine{color:red}"
+    styled = html_page("a <b> & c", ["<p>x</p>"], own)
+    bare = html_page("a <b> & c", ["<p>x</p>"], own, base_css=False)
+    for page in (styled, bare):
+        assert page.startswith("<!DOCTYPE html>") and "<title>a &lt;b&gt; &amp; c</title>" in page
+        assert "<main>\n<p>x</p>\n</main>" in page and own in page
+    assert f"<style>{PAGE_CSS}{own}</style>" in styled
+    assert f"<style>{own}</style>" in bare and PAGE_CSS not in bare

@@ -1,15 +1,18 @@
-"""The training loop's pieces: LR schedule, image pool, batched calls, checkpoints."""
+"""The training loop's pieces: LR schedule, image pool, batched calls, checkpoints and their policy keys,
+the process group's owner."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
+import tomli_w
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import RECIPES, TINY
+from conftest import RECIPES, TINY, error_line
 from i2i.storage.checkpoint import list_checkpoints, load_network, save_checkpoint
 from i2i.errors import I2IError
 from i2i.contract.registry import create
@@ -114,3 +117,129 @@ def test_data_order_and_augmentation_do_not_depend_on_the_worker_count(cli, tmp_
     a, b = ({f"{f.stem}.{k}": v for f in (tmp_path / n / "checkpoints" / "step-00000004").glob("[GD]_*")
              for k, v in load_file(f).items()} for n in ("0", "2"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+# -- checkpoint and sample policy: the callbacks' own keys, the deprecated [train] ones -------------------------
+
+#: TINY without its checkpoint and sample keys, for the runs that set them themselves
+BARE = [x for i in range(0, len(TINY), 2) for x in TINY[i:i + 2]
+        if not TINY[i + 1].startswith(("callback.checkpoints.", "callback.samples."))]
+OLD_KEYS = {"checkpoint_every": ("checkpoints", "every"), "keep_checkpoints": ("checkpoints", "keep"),
+            "samples": ("samples", "images")}
+
+
+def checkpoint_names(run) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir())
+
+
+def old_style(tables: dict, values: dict) -> dict:
+    """`tables` with the policy keys where recipes before [callback.checkpoints] options held them: in [train]."""
+    tables = json.loads(json.dumps(tables))
+    for old, (callback, key) in OLD_KEYS.items():
+        tables.get("callback", {}).get(callback, {}).pop(key, None)
+        tables["train"][old] = values[old]
+    tables["callback"] = {name: table for name, table in tables.get("callback", {}).items() if table}
+    return tables
+
+
+def test_the_callbacks_own_keys_set_how_often_and_how_many_checkpoints_and_samples(cli, tmp_path):
+    run = tmp_path / "run"
+    result = cli("run", QUICK, *BARE, "--set", "train.max_steps=6", "--set", "callback.checkpoints.every=2",
+                 "--set", "callback.checkpoints.keep=1", "--set", "callback.samples.images=0", "--out", run)
+    assert result.code == 0, result.err
+    assert "is deprecated" not in result.err
+    # every 2 steps, the newest periodic one kept, the final one always
+    assert checkpoint_names(run) == ["step-00000004", "step-00000006"]
+    assert not (run / "samples").exists() or not any((run / "samples").iterdir())
+    saved = tomllib.loads((run / "recipe.toml").read_text())
+    assert saved["callback"]["checkpoints"] == {"enabled": True, "every": 2, "keep": 1}
+    assert saved["callback"]["samples"] == {"enabled": True, "images": 0}
+    assert not {"checkpoint_every", "keep_checkpoints", "samples"} & set(saved["train"])
+
+
+def test_with_the_checkpoints_callback_off_only_the_final_checkpoint_is_written_and_resumes(cli, tmp_path):
+    run = tmp_path / "run"
+    off = [*TINY, "--set", "callback.checkpoints.enabled=false", "--set", "callback.checkpoints.every=1"]
+    result = cli("run", QUICK, *off, "--out", run)
+    assert result.code == 0, result.err
+    assert checkpoint_names(run) == ["step-00000004"]
+    resumed = cli("run", QUICK, *off, "--set", "train.max_steps=6", "--out", run, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert checkpoint_names(run) == ["step-00000004", "step-00000006"]
+
+
+def test_the_deprecated_train_keys_work_with_one_warning_each_naming_the_new_key(cli, tmp_path):
+    values = {"checkpoint_every": 1, "keep_checkpoints": 2, "samples": 1}
+    recipe = tmp_path / "old.toml"
+    recipe.write_text(tomli_w.dumps(old_style(tomllib.loads(QUICK.read_text()), values)))
+    by_file, by_set = tmp_path / "file", tmp_path / "set"
+    from_file = cli("run", recipe, *BARE, "--set", "train.max_steps=5", "--out", by_file)
+    from_set = cli("run", QUICK, *BARE, "--set", "train.max_steps=5", "--set", "train.checkpoint_every=1",
+                   "--set", "train.keep_checkpoints=2", "--set", "train.samples=1", "--out", by_set)
+    for result in (from_file, from_set):
+        assert result.code == 0, result.err
+    for old, (callback, key) in OLD_KEYS.items():
+        line = f"warning: {recipe}: train.{old} is deprecated: use callback.{callback}.{key}"
+        assert from_file.err.count(line) == 1, from_file.err
+        line = (f"warning: --set train.{old}={values[old]} is deprecated: use --set"
+                f" callback.{callback}.{key}={values[old]}")
+        assert from_set.err.count(line) == 1, from_set.err
+    assert sum("is deprecated" in line for line in from_file.err.splitlines()) == 3
+    for run in (by_file, by_set):
+        assert checkpoint_names(run) == ["step-00000003", "step-00000004", "step-00000005"]
+        assert sorted(p.name for p in (run / "samples").glob("*.png")) == [f"step-0000000{s}.png" for s in (2, 4, 5)]
+        saved = tomllib.loads((run / "recipe.toml").read_text())
+        assert saved["callback"]["checkpoints"] == {"enabled": True, "every": 1, "keep": 2}
+        assert saved["callback"]["samples"] == {"enabled": True, "images": 1}
+
+
+def test_a_run_folder_whose_recipe_has_the_old_keys_still_resumes(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("run", QUICK, *TINY, "--out", run).code == 0
+    # as a run folder written before the keys moved: its recipe.toml holds them in [train]
+    saved = tomllib.loads((run / "recipe.toml").read_text())
+    (run / "recipe.toml").write_text(tomli_w.dumps(old_style(saved, {"checkpoint_every": 2, "keep_checkpoints": 3,
+                                                                     "samples": 2})))
+    resumed = cli("run", run / "recipe.toml", "--set", "train.max_steps=6", "--out", run, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert "train.checkpoint_every is deprecated: use callback.checkpoints.every" in resumed.err
+    assert checkpoint_names(run) == ["step-00000002", "step-00000004", "step-00000006"]
+    rewritten = tomllib.loads((run / "recipe.toml").read_text())
+    assert rewritten["callback"]["checkpoints"]["every"] == 2 and "checkpoint_every" not in rewritten["train"]
+
+
+def test_an_old_key_and_its_new_key_set_differently_is_one_error(cli, tmp_path):
+    tables = tomllib.loads(QUICK.read_text())
+    tables["train"]["checkpoint_every"] = 1
+    tables["callback"]["checkpoints"]["every"] = 3
+    recipe = tmp_path / "both.toml"
+    recipe.write_text(tomli_w.dumps(tables))
+    line = error_line(cli("run", recipe, *BARE, "--out", tmp_path / "run"))
+    assert "train.checkpoint_every = 1 and callback.checkpoints.every = 3 are the same setting" in line, line
+    assert "keep callback.checkpoints.every and remove train.checkpoint_every" in line
+    assert not (tmp_path / "run").exists()
+
+
+# -- the process group: joined and left by the trainer ---------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["finishes", "fails while building", "fails while training"])
+def test_the_trainer_leaves_the_process_group_it_joined_however_it_ends(tmp_path, monkeypatch, case):
+    from i2i.engine import Trainer
+    from i2i.engine.distributed import Distributed
+    from i2i.recipe import load_recipe
+
+    calls = []
+    start, stop = Distributed.start, Distributed.stop
+    monkeypatch.setattr(Distributed, "start", lambda self, *args: (calls.append("start"), start(self, *args))[1])
+    monkeypatch.setattr(Distributed, "stop", lambda self: (calls.append("stop"), stop(self))[1])
+    overrides = {"finishes": [],
+                 # a callback refuses the built run after the group was joined (its on_setup)
+                 "fails while building": ["callback.validation.split=nope"],
+                 "fails while training": ["optim.lr=1e30"]}[case]
+    recipe = load_recipe(QUICK, [*TINY[1::2], *overrides])
+    if case == "finishes":
+        Trainer(recipe, tmp_path / "run").run()
+    else:
+        with pytest.raises(I2IError, match="split = 'nope'|became"):
+            Trainer(recipe, tmp_path / "run").run()
+    assert calls == ["start", "stop"]

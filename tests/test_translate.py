@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import i2i
 from conftest import RECIPES, TINY, error_line
 from i2i.cli import main
-from i2i.tools.inference import load_generator
+from i2i.tools.generators import load_generator
 
 SIZES = {"a.png": (37, 23), "b.jpg": (41, 30), "gray.png": (22, 19), "sub/c.png": (23, 37)}
 

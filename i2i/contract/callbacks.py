@@ -3,33 +3,95 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from i2i.contract.parts import Dataset, Method, Part
 
+if TYPE_CHECKING:  # the types callbacks are handed; their modules sit above the contract
+    from i2i.engine.distributed import Distributed
+    from i2i.recipe import Recipe
+    from i2i.storage.rundir import RunFolder
+
+
+class TrainingControl(Protocol):
+    """How callbacks steer the loop (``context.control``), and the one answer to "is a checkpoint written at the
+    end of this step" that the loop acts on and the stock finite-loss check reads."""
+
+    stopping: bool  # a Ctrl-C reached a process: a checkpoint is written and training stops after this step
+    stop_reason: str | None  # why a callback asked to stop (request_stop), or None
+    checkpoint_requested: bool  # a callback asked for a checkpoint at the end of this step
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether a checkpoint is written at the end of this step: one was requested, training stops (Ctrl-C or
+        request_stop), or it is the last step. Read after your own request: callbacks of a higher order may
+        still request one (the stock finite check runs at 250, so request before it)."""
+
+    def request_checkpoint(self) -> None:
+        """Have a checkpoint written at the end of this step (after the log point's callbacks)."""
+
+    def request_stop(self, reason: str) -> None:
+        """End training after this step, with a checkpoint (early stopping); `reason` is shown to the user. Call it
+        alike on every process of a torchrun run."""
+
+
+class RunCheckpoints(Protocol):
+    """The run's checkpoints as callbacks reach them (``context.checkpoints``): read one, prune, keep the best.
+
+    A checkpoint is a folder (``checkpoints/step-NNNNNNNN``, or ``checkpoints/best``); every read verifies the
+    SHA-256 its training.json records and names a damaged file in an I2IError.
+    """
+
+    def newest(self) -> Path | None:
+        """The newest complete step checkpoint, or None."""
+
+    def best(self) -> Path | None:
+        """The best checkpoint (what copy_to_best made) when it is complete, or None."""
+
+    def step_of(self, checkpoint: Path) -> int | None:
+        """The training step `checkpoint` holds; None when it records none."""
+
+    def read_variant(self, checkpoint: Path, variant: str) -> dict[str, dict[str, Tensor]]:
+        """The tensors of each network's `variant` file in `checkpoint` (what a callback's `checkpoint_variants`
+        wrote there), {network: {key: tensor}} on the CPU; {} when the checkpoint holds no such variant."""
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete all but the `keep` newest step checkpoints (0 keeps all), never the current step's nor the final
+        step's; returns the deleted folders."""
+
+    def copy_to_best(self, checkpoint: Path) -> Path:
+        """Make checkpoints/best an atomic copy of `checkpoint` (a crash leaves the previous best whole)."""
+
 
 class TrainingContext(Protocol):
-    """What a callback sees of the run: the trainer's public face (attributes and the two actions below)."""
+    """What a callback sees of the run: its parts, where training stands, a few helpers, and `control`.
 
-    recipe: Any  # i2i.recipe.Recipe, resolved: every table and default written out
-    folder: Any  # i2i.storage.rundir.RunFolder: the run folder's paths and readers
+    ``request_checkpoint()``, ``request_stop(reason)``, ``checkpoint_pending`` (= ``control.checkpoint_due``) and
+    ``stopping`` are kept as aliases of ``control``'s, for callbacks written before it.
+    """
+
+    recipe: Recipe  # resolved: every table and default written out
+    folder: RunFolder  # the run folder's paths and readers
     method: Method
     networks: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     dataset: Dataset
     device: torch.device
-    distributed: Any  # i2i.engine.distributed.Distributed: rank, world_size, and collectives (gather, any, sum)
+    distributed: Distributed  # rank, world_size, is_main, active, and collectives (gather, any, sum, barrier)
     is_main: bool  # rank 0 (or the only process): the one that writes files
     step: int  # steps done
     epoch: int
     total_steps: int
     steps_per_epoch: int
-    resumed_from: Any  # the checkpoint folder the run continued from, or None
-    checkpoint_pending: bool  # a checkpoint will be written at the end of this step
-    stopping: bool  # a Ctrl-C reached a process: a checkpoint is written and training stops after this step
+    resumed_from: Path | None  # the checkpoint folder the run continued from, or None
+    control: TrainingControl  # request a checkpoint or a stop; whether a checkpoint is written at this step
+    checkpoints: RunCheckpoints  # the run's checkpoints: read a variant, prune, copy to best
+    checkpoint_pending: bool  # alias of control.checkpoint_due
+    stopping: bool  # alias of control.stopping
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch of the dataset's items on the training device, in the networks' memory layout."""
@@ -44,10 +106,10 @@ class TrainingContext(Protocol):
         """Whether this step is one of every `every` (or the last step); 0 means only the last."""
 
     def request_checkpoint(self) -> None:
-        """Have a checkpoint written at the end of this step (after the log point's callbacks)."""
+        """Alias of control.request_checkpoint()."""
 
     def request_stop(self, reason: str) -> None:
-        """End training after this step, with a checkpoint (early stopping); `reason` is shown to the user."""
+        """Alias of control.request_stop(reason)."""
 
     def evaluation_weights(self) -> AbstractContextManager[None]:
         """Context under which a callback evaluates the networks (samples, validation): they are in eval mode
@@ -74,6 +136,10 @@ class Callback(Part):
     order: ClassVar[int] = 0
     #: True for callbacks that run when the recipe does not name them (the stock metrics, report, checkpoints...)
     default: ClassVar[bool] = False
+    #: the variant of network weights this callback writes (see `checkpoint_variants`) that translate, evaluate,
+    #: export and demo use by default (``--raw``: the trained weights), e.g. an EMA average's; "" for none. At most
+    #: one enabled callback declares one; checkpoints record it in training.json as "weights_variant".
+    weights_variant: ClassVar[str] = ""
 
     def on_setup(self, context: TrainingContext) -> None:
         """Once the run is built (data, method, networks, optimizers), before anything is written: raise
@@ -110,10 +176,12 @@ class Callback(Part):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
-    def checkpoint_networks(self, context: TrainingContext) -> dict[str, dict[str, nn.Module]]:
-        """Extra network files for each checkpoint (e.g. EMA weights), as {variant: {network: module}}: each module
+    def checkpoint_variants(self, context: TrainingContext) -> dict[str, dict[str, dict[str, Tensor]]]:
+        """Extra network files for each checkpoint (e.g. EMA weights), as {variant: {network: {key: tensor}}}: each
         is written as `<network>.<variant>.safetensors` with the part metadata of `network` (so `i2i translate`
-        can rebuild it), and training.json lists them under "variants" (e.g. {"ema": {"G_A": "G_A.ema"}})."""
+        can rebuild it), and training.json lists them under "variants" ({variant: {network: file stem}}); read
+        them back with `context.checkpoints.read_variant`. An nn.Module in place of the tensors is taken as its
+        state_dict(), as is a `checkpoint_networks` method of callbacks written before this one."""
         return {}
 
     def swap_in_for_evaluation(self, context: TrainingContext) -> AbstractContextManager[None]:

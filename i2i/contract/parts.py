@@ -8,6 +8,8 @@ The core trains against these classes only; concrete parts live in plugins and r
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -21,10 +23,14 @@ if TYPE_CHECKING:
     from i2i.data.values import ValueMap
 
 class Part:
-    """Base of every part: a recipe name, declared options and a description."""
+    """Base of every part: a recipe name, declared options and a description.
+
+    A kind of part is a subclass that sets `kind`, declared by returning it from the hook i2i_kinds (the core's from
+    i2i/contract/kinds.py); a part's kind is the `kind` of the nearest class in its MRO that sets one.
+    """
 
     kind: ClassVar[str] = ""
-    #: the hook (in hookspecs.py) that returns the classes of this kind
+    #: the core kinds' own hook (in hookspecs.py) returning their classes, beside i2i_parts, which takes any kind
     hook: ClassVar[str] = ""
     name: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
@@ -47,12 +53,23 @@ class Part:
 
 
 class Generator(Part, nn.Module):
-    """Maps a batch of images (N, C, H, W) in [-1, 1] to translated images of the same size."""
+    """Maps a batch of images (N, C, H, W) in [-1, 1] to translated images of the same size.
+
+    The input sizes it takes are declared, so a crop it cannot take is refused before training (naming
+    `data.crop_size` and the smallest size that works) rather than by torch mid-step: `size_multiple` (sides must
+    divide by it) and `min_size` (the smallest side it takes in training, with a batch of one); set them on the
+    instance where options decide them, and list those options in `size_options` so the message names them.
+    """
 
     kind = "generator"
     hook = "i2i_generators"
     #: input height and width must be multiples of this (2 ** number of downsamplings)
     size_multiple: int = 1
+    #: the smallest input height and width it takes in training, batch of one included (e.g. 2 ** downs for a
+    #: U-Net, whose innermost level is 1x1); a multiple of `size_multiple` is not required
+    min_size: int = 1
+    #: the options that set `size_multiple` and `min_size` (e.g. ("downs",)), named when a crop does not fit
+    size_options: ClassVar[tuple[str, ...]] = ()
     #: True when each output depends on its own input only (instance norm or none), so calls may be batched
     batch_independent: bool = True
 
@@ -93,10 +110,21 @@ class Generator(Part, nn.Module):
 
 
 class Discriminator(Part, nn.Module):
-    """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch."""
+    """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch.
+
+    It declares the input sizes it takes as a generator does (`size_multiple`, `min_size`, `size_options`): it
+    scores images of the crop size, so a crop too small for its downsamplings is refused before training.
+    """
 
     kind = "discriminator"
     hook = "i2i_discriminators"
+    #: input height and width must be multiples of this (1: any side of at least `min_size`)
+    size_multiple: int = 1
+    #: the smallest input height and width it takes in training, batch of one included (a PatchGAN of n layers:
+    #: 3 * 2 ** n, so that its last two convs still have a patch to score)
+    min_size: int = 1
+    #: the options that set `size_multiple` and `min_size` (e.g. ("layers",)), named when a crop does not fit
+    size_options: ClassVar[tuple[str, ...]] = ()
     batch_independent: bool = True
 
     def features(self, images: Tensor) -> list[Tensor]:
@@ -105,6 +133,26 @@ class Discriminator(Part, nn.Module):
 
         raise I2IError(f"discriminator {self.name!r} does not expose intermediate features, which feature"
                        " matching needs: set its loss weight to 0 or use a discriminator that does (e.g. patchgan)")
+
+
+def declared_sizes(part: Any) -> tuple[int, int]:
+    """The (size_multiple, min_size) a network declares (1, 1 for one that declares neither)."""
+    return max(1, int(getattr(part, "size_multiple", 1))), max(1, int(getattr(part, "min_size", 1)))
+
+
+def takes_side(part: Any, side: int) -> bool:
+    """Whether `part` declares that it takes images of `side` x `side` px."""
+    multiple, least = declared_sizes(part)
+    return side >= least and side % multiple == 0
+
+
+def fitting_side(parts: Iterable[Any], at_least: int = 1) -> int:
+    """The smallest side of at least `at_least` px that every one of `parts` declares it takes."""
+    multiple, least = 1, at_least
+    for part in parts:
+        part_multiple, part_least = declared_sizes(part)
+        multiple, least = math.lcm(multiple, part_multiple), max(least, part_least)
+    return multiple * math.ceil(least / multiple)
 
 
 class Loss(Part, nn.Module):
@@ -330,6 +378,10 @@ class PartFactory(Protocol):
     def augment(self) -> Augment:
         """A new augment as the recipe's [augment] table says ("none", the identity, when it has none)."""
 
+    def build(self, table: str, /, **overrides: Any) -> Part:
+        """A new part as the recipe's [<table>] table says, with `overrides` applied: any kind the method lists in
+        `Method.parts`, e.g. ``parts.build("upscaler")`` for a kind a plugin declares (i2i_kinds)."""
+
     def options_of(self, part: Any) -> dict[str, Any]:
         """The options a part built by this factory was given (e.g. a generator's in/out channels)."""
 
@@ -360,7 +412,8 @@ class Method(Part):
     hook = "i2i_methods"
     #: the loss slots this method reads from [loss.<slot>] recipe tables
     losses: ClassVar[dict[str, LossSlot]] = {}
-    #: the component tables this method builds parts from ([generator], [discriminator], [buffer], [augment])
+    #: the component tables this method builds parts from ([generator], [discriminator], [buffer], [augment], or
+    #: [<kind>] for a kind a plugin declares), each a recipe table of the part's name and options
     parts: ClassVar[tuple[str, ...]] = ("generator",)
     #: True when the method needs paired data (item i's A and B correspond), e.g. pix2pix
     paired_data: ClassVar[bool] = False
@@ -388,6 +441,13 @@ class Method(Part):
         """The active augments by name (e.g. one per discriminator): checkpoints save their state, log records
         their `log_values`. Leave out inactive ones ("none"), so runs without augmentation keep their format."""
         return {}
+
+    def stateful(self) -> dict[str, Any]:
+        """The method's pieces of training state by checkpoint name (each with state_dict/load_state_dict): every
+        buffer as "buffer.<name>", every augment as "augment.<name>". A method keeping more state adds it here
+        (e.g. "method.<name>"), and --resume gives it back."""
+        return {**{f"buffer.{name}": buffer for name, buffer in self.buffers().items()},
+                **{f"augment.{name}": augment for name, augment in self.augments().items()}}
 
     def log_values(self) -> dict[str, Any]:
         """Entries besides the losses for each log record (metrics.jsonl, trackers): by default each augment's

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+import i2i.contract.kinds as core_kinds
 import i2i.hookspecs as hookspecs
 from i2i.errors import I2IError
 from i2i.contract.options import Option, OptionSet, closest
-from i2i.contract.kinds import KINDS
 from i2i.contract.parts import Part
 
 if TYPE_CHECKING:
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "i2i"
 CORE_PACKAGE = "i2i"
 BLOCK_VARIABLE = "I2I_BLOCK_PLUGINS"
+#: the hook that returns parts of any kind; the per-kind hooks are named by their kind's base class (`Part.hook`)
+PARTS_HOOK = "i2i_parts"
+KINDS_HOOK = "i2i_kinds"
+#: a kind's name is a recipe table's name and a command-line word
+KIND_NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: recipe tables of the core that are not kinds of part, so no kind may take their names
+RESERVED_TABLES = ("data", "optim", "run", "train")
 
 
 def normalize_package(name: str) -> str:
@@ -88,9 +95,12 @@ class Registry:
         self._packages: dict[str, str] = {}
         self._loaded: set[tuple[str, str, str]] = set()
         self._parts: dict[str, dict[str, PartInfo]] | None = None
+        self._kinds: dict[str, type[Part]] = {}
         self._qualified: dict[str, dict[tuple[str, str], PartInfo]] = {}  # kind -> (normalized package, name)
         self._clashes: dict[tuple[str, str], str] = {}  # (kind, name) -> the clash message
         self._warned: set[tuple[str, str]] = set()
+        # the core's kinds are declared through the hook plugins use, so they are found the same way
+        self.register(core_kinds, name="i2i.kinds", package=CORE_PACKAGE)
 
     def load_entry_points(self, core: bool = True) -> None:
         """Load every plugin in the `i2i` entry-point group; a failing one is recorded and the rest load.
@@ -141,50 +151,107 @@ class Registry:
                  for impl in getattr(self.manager.hook, hook_name).get_hookimpls()]
         return sorted(found, key=lambda pair: (precedence(pair[0]), pair[1].plugin_name))
 
+    def kinds(self) -> dict[str, type[Part]]:
+        """Every kind of part, by name: the core's, then those plugins declare (hook i2i_kinds), in that order."""
+        self._collect()
+        return dict(self._kinds)
+
+    def _collect_kinds(self) -> dict[str, type[Part]]:
+        """The base classes the i2i_kinds hooks return, checked, by kind; a bad or clashing one is a conflict."""
+        kinds: dict[str, type[Part]] = {}
+        declared_by: dict[str, str] = {}
+        for package, impl in self._implementations(KINDS_HOOK):
+            for base in impl.function() or []:
+                where = f"plugin {impl.plugin_name!r} ({package}) returned {base!r} from {KINDS_HOOK}"
+                kind = base.__dict__.get("kind") if isinstance(base, type) else None
+                if not (isinstance(base, type) and issubclass(base, Part) and isinstance(kind, str)):
+                    self.conflicts.append(f"{where}, which is not a subclass of i2i.api.Part that sets `kind`")
+                elif not KIND_NAME.fullmatch(kind) or kind in RESERVED_TABLES:
+                    self.conflicts.append(f"{where}, whose kind {kind!r} cannot be a recipe table: use lower-case"
+                                          f" letters, digits and _, and none of {', '.join(RESERVED_TABLES)}")
+                elif kind in kinds and kinds[kind] is not base:
+                    self.conflicts.append(f"kind {kind!r} is declared by packages {declared_by[kind]!r} and"
+                                          f" {package!r}: {declared_by[kind]}'s is used")
+                elif kind not in kinds:
+                    kinds[kind], declared_by[kind] = base, package
+        return kinds
+
+    def _kind_hooks(self) -> dict[str, str]:
+        """The per-kind hooks (hookspecs.py) and the kind each returns: those the kinds' base classes name."""
+        hooks: dict[str, str] = {}
+        for kind, base in self._kinds.items():
+            hook = base.__dict__.get("hook")
+            if hook and hook != PARTS_HOOK and hasattr(self.manager.hook, hook):
+                hooks.setdefault(hook, kind)  # the core's kinds come first, so no plugin base takes their hook
+        return hooks
+
+    def _part_classes(self) -> Iterator[tuple[str, str, str, Any]]:
+        """(package, plugin, hook, returned class) from every part hook, the packages in precedence order."""
+        found = [(package, impl.plugin_name, hook, cls)
+                 for hook in [*self._kind_hooks(), PARTS_HOOK] for package, impl in self._implementations(hook)
+                 for cls in impl.function() or []]
+        # stable: within a package, the order of the hooks and plugins above is kept
+        yield from sorted(found, key=lambda entry: precedence(entry[0]))
+
+    def _kind_of(self, cls: Any, hook: str) -> tuple[str, str]:
+        """The kind a class returned from `hook` registers as and "", or "" and what is wrong with it."""
+        hook_kinds = self._kind_hooks()
+        if hook in hook_kinds:
+            kind = hook_kinds[hook]
+            if isinstance(cls, type) and issubclass(cls, Part) and cls.kind == kind and cls.name:
+                return kind, ""
+            return "", f"which is not a {kind} class with a name"
+        if not (isinstance(cls, type) and issubclass(cls, Part)):
+            return "", "which is not a part class (a subclass of a kind's base class)"
+        if cls.kind not in self._kinds:
+            return "", (f"whose kind {cls.kind!r} no installed package declares (a plugin declares a kind by"
+                        f" returning its base class from {KINDS_HOOK}; kinds: {', '.join(self._kinds)})")
+        if not issubclass(cls, self._kinds[cls.kind]):
+            return "", (f"which sets kind {cls.kind!r} but does not subclass that kind's base class"
+                        f" {self._kinds[cls.kind].__qualname__}")
+        return (cls.kind, "") if cls.name else ("", "which has no name")
+
     def _collect(self) -> dict[str, dict[str, PartInfo]]:
         if self._parts is not None:
             return self._parts
-        parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in KINDS}
-        self._qualified = {kind: {} for kind in KINDS}
-        self._clashes = {}
         self.conflicts = []  # found afresh with the parts, so a re-collection does not repeat them
-        for kind, base in KINDS.items():
-            hook_name = base.hook
-            registrants: dict[str, list[PartInfo]] = {}
-            # Called one implementation at a time to know which package each part came from.
-            for package, impl in self._implementations(hook_name):
-                plugin_name = impl.plugin_name
-                for cls in impl.function() or []:
-                    if not (isinstance(cls, type) and issubclass(cls, Part) and cls.kind == kind and cls.name):
-                        self.conflicts.append(
-                            f"plugin {plugin_name!r} ({package}) returned {cls!r} from {hook_name}, which is not"
-                            f" a {kind} class with a name")
-                        continue
-                    key = (normalize_package(package), cls.name)
-                    if key in self._qualified[kind]:
-                        self.conflicts.append(
-                            f"{kind} {cls.name!r} is registered twice by package {package!r} (plugins"
-                            f" {self._qualified[kind][key].plugin!r} and {plugin_name!r}): the first is used")
-                        continue
-                    self._qualified[kind][key] = PartInfo(kind, cls.name, cls, package, plugin_name)
-                    registrants.setdefault(cls.name, []).append(self._qualified[kind][key])
-            for name, infos in sorted(registrants.items()):
-                parts[kind][name] = infos[0]  # the packages are in precedence order
-                if len(infos) > 1:
-                    self._clashes[kind, name] = _clash_message(kind, name, [i.package for i in infos])
-                    self.conflicts.append(self._clashes[kind, name])
+        self._kinds = self._collect_kinds()
+        parts: dict[str, dict[str, PartInfo]] = {kind: {} for kind in self._kinds}
+        self._qualified = {kind: {} for kind in self._kinds}
+        self._clashes = {}
+        registrants: dict[tuple[str, str], list[PartInfo]] = {}
+        for package, plugin_name, hook_name, cls in self._part_classes():
+            kind, problem = self._kind_of(cls, hook_name)
+            if problem:
+                self.conflicts.append(f"plugin {plugin_name!r} ({package}) returned {cls!r} from {hook_name},"
+                                      f" {problem}")
+                continue
+            key = (normalize_package(package), cls.name)
+            if key in self._qualified[kind]:
+                if self._qualified[kind][key].cls is not cls:
+                    self.conflicts.append(
+                        f"{kind} {cls.name!r} is registered twice by package {package!r} (plugins"
+                        f" {self._qualified[kind][key].plugin!r} and {plugin_name!r}): the first is used")
+                continue
+            self._qualified[kind][key] = PartInfo(kind, cls.name, cls, package, plugin_name)
+            registrants.setdefault((kind, cls.name), []).append(self._qualified[kind][key])
+        for (kind, name), infos in sorted(registrants.items()):
+            parts[kind][name] = infos[0]  # the packages are in precedence order
+            if len(infos) > 1:
+                self._clashes[kind, name] = _clash_message(kind, name, [i.package for i in infos])
+                self.conflicts.append(self._clashes[kind, name])
         self._parts = parts
         return parts
 
     def available(self, kind: str, pattern: str = "*") -> list[str]:
         """Names of the parts of `kind` that match the shell-style `pattern`, sorted."""
-        _check_kind(kind)
+        self._check_kind(kind)
         return sorted(n for n in self._collect()[kind] if fnmatch.fnmatch(n, pattern))
 
     def info(self, kind: str, name: str) -> PartInfo:
         """The registered part `name` of `kind`, or `package:name` for that package's; an unknown name lists what
         exists and the closest match."""
-        _check_kind(kind)
+        self._check_kind(kind)
         if ":" in name:
             return self._qualified_info(kind, name)
         found = self._collect()[kind].get(name)
@@ -244,9 +311,7 @@ class Registry:
             warnings.warn(self._clashes[kind, name], stacklevel=2)
         where = where or kind
         resolved = OptionSet(part.options).resolve(options, where)
-        checked = dict(resolved)
-        if not initial_weights:
-            checked.update(self.initial_weight_defaults(kind, name))
+        checked = resolved if initial_weights else self.without_starting_weights(kind, name, resolved)
         try:
             part.cls.check_options(checked)
         except I2IError as exc:
@@ -257,10 +322,21 @@ class Registry:
         """The defaults of part `name`'s options that only pick its starting weights (Option.init_only)."""
         return {o.name: o.default for o in self.info(kind, name).options if o.init_only}
 
+    def without_starting_weights(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """`options` of part `name` with those that only pick its starting weights (Option.init_only) back at their
+        defaults: for a part whose weights a checkpoint replaces (--resume, translate), so that it needs neither
+        the file nor the download they name."""
+        return {**options, **self.initial_weight_defaults(kind, name)}
+
     def create(self, kind: str, name: str, /, **options: Any) -> Any:
         """Build part `name` of `kind` with `options` (checked against its declared options)."""
         resolved = self.resolve_options(kind, name, options)
         return self.info(kind, name).cls(**resolved)
+
+    def _check_kind(self, kind: str) -> None:
+        kinds = list(self.kinds())
+        if kind not in kinds:
+            raise I2IError(f"unknown part kind {kind!r}: {_did_you_mean(kind, kinds)}(kinds: {', '.join(kinds)})")
 
     def commands(self, taken: Collection[str] = ()) -> dict[str, tuple[str, click.Command]]:
         """The click commands plugins add (hook i2i_commands), by name, each with its package.
@@ -296,11 +372,6 @@ def _clash_message(kind: str, name: str, packages: list[str]) -> str:
 def _did_you_mean(word: str, names: list[str]) -> str:
     close = closest(word, names)
     return f"did you mean {close!r}? " if close else ""
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise I2IError(f"unknown part kind {kind!r}: {_did_you_mean(kind, list(KINDS))}(kinds: {', '.join(KINDS)})")
 
 
 @contextmanager
@@ -347,3 +418,8 @@ def available(kind: str, pattern: str = "*") -> list[str]:
 def describe(kind: str, name: str) -> dict[str, Any]:
     """Package, description and options of an installed part."""
     return default_registry().describe(kind, name)
+
+
+def kinds() -> dict[str, type[Part]]:
+    """Every installed kind of part by name, the core's first, e.g. {"generator": Generator, ...}."""
+    return default_registry().kinds()

@@ -113,7 +113,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB" and not image.has_transparency_data:
         return image
     if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_deep_to_uint8(np.asarray(image), mode)).convert("RGB")
+        pixels = np.asarray(image)
+        _check_finite(pixels)
+        return Image.fromarray(_deep_to_uint8(pixels, mode)).convert("RGB")
     if image.has_transparency_data:
         # Covers alpha bands (RGBA, LA, PA, premultiplied) and tRNS/palette transparency, which convert applies.
         rgba = image.convert("RGBA")
@@ -203,11 +205,23 @@ def read_array(path: Path | str) -> np.ndarray:
             else:
                 array = _image_array(file)
             array = np.ascontiguousarray(array, dtype=_pixel_dtype(array.dtype))
+            _check_finite(array)
     except Exception as exc:  # numpy, tifffile, pypng and PIL each raise their own types for bad files
         raise I2IError(f"cannot read image {path}: {_reason(exc, path)}") from exc
     for message in dict.fromkeys(_sentence(str(w.message)) for w in caught):
         warnings.warn(f"{path}: {message}", stacklevel=2)
     return array
+
+
+def _check_finite(array: np.ndarray) -> None:
+    """ValueError saying how many values are NaN or infinite, if any (float pixels only: integers always are)."""
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return
+    nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    counts = " and ".join(text for count, text in ((nan, f"{nan} NaN"), (inf, f"{inf} infinite")) if count)
+    # a NaN reaching the networks makes every loss NaN from that step on: refused here, naming the file
+    raise ValueError(f"it holds {counts} value{'s' * (nan + inf != 1)} (of {array.size}): pixels must be finite;"
+                     " replace them (e.g. numpy.nan_to_num) or remove the file")
 
 
 def _pixel_dtype(dtype: np.dtype) -> np.dtype:

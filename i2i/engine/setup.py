@@ -23,8 +23,10 @@ from i2i.engine.placement import to_channels_last
 from i2i.errors import I2IError
 from i2i.data.loader import EpochSampler, SeededItems
 from i2i.contract.callbacks import Callback
-from i2i.contract.parts import Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method
-from i2i.recipe import Recipe
+from i2i.contract.options import toml_value
+from i2i.contract.parts import (Augment, Buffer, Dataset, Discriminator, Generator, Loss, Method, Part, declared_sizes,
+                                fitting_side, takes_side)
+from i2i.recipe import Recipe, unknown_group_message
 from i2i.contract.registry import Registry
 from i2i.data.values import ValueMap
 
@@ -80,6 +82,25 @@ def setup_data(recipe: Recipe, registry: Registry, distributed: Distributed, dev
     return Data(dataset, items, sampler, data_loader, loader["batch_size"] * distributed.world_size, steps)
 
 
+@dataclass(frozen=True)
+class BuiltPart:
+    """A part the builder made: where from, what, and the options it was given."""
+
+    #: unique per run: the table, or "<table>.<n>" for the n-th further part built from it ("loss.<slot>" for a
+    #: loss); the name of the part's state in checkpoints when the method does not name it (see `stateful`)
+    key: str
+    table: str
+    kind: str
+    name: str
+    options: dict[str, Any]
+    part: Any
+
+
+#: kinds whose parts the method hands to checkpoints itself: networks as weight files (Method.networks), buffers
+#: and augments under the method's own names (Method.buffers, Method.augments)
+SAVED_BY_METHOD = (Generator, Discriminator, Buffer, Augment)
+
+
 class PartBuilder:
     """Builds the parts a method asks for, as the recipe says (the PartFactory a method receives)."""
 
@@ -96,6 +117,17 @@ class PartBuilder:
         self.built: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id(net) -> kind, name, options
         #: every loss built, by slot (a second one of a slot as "<slot>.1", ...), for checkpoints of their buffers
         self.losses: dict[str, Loss] = {}
+        #: every part built here, by key (see BuiltPart), in the order built
+        self.records: dict[str, BuiltPart] = {}
+
+    def _record(self, table: str, kind: str, name: str, options: dict[str, Any], part: Any) -> str:
+        """Remember a part built from [`table`]; its key."""
+        key, copies = table, 0
+        while key in self.records:
+            copies += 1
+            key = f"{table}.{copies}"
+        self.records[key] = BuiltPart(key, table, kind, name, dict(options), part)
+        return key
 
     def _network(self, kind: str, overrides: dict[str, Any]) -> nn.Module:
         name, options = self.recipe.part(kind)
@@ -108,11 +140,22 @@ class PartBuilder:
                                    f" {self._channels_text()} images: use a {kind} with {key}, or RGB data")
         options = {**options, **overrides}
         if not self.initial_weights:
-            options.update(self.registry.initial_weight_defaults(kind, name))
+            options = self.registry.without_starting_weights(kind, name, options)
         options = self.registry.resolve_options(kind, name, options, kind)
         net = self.registry.info(kind, name).cls(**options)
         self.built[id(net)] = (kind, name, options)
+        self._record(kind, kind, name, options, net)
         return net
+
+    def build(self, table: str, /, **overrides: Any) -> Part:
+        """A new part from the recipe's [<table>] table, with `overrides` applied: any kind the method lists in
+        `Method.parts` (a plugin's kind, or generator, discriminator, buffer, augment)."""
+        method = self.recipe["method"]["name"]
+        listed = self.registry.info("method", method).cls.parts
+        if table not in listed or table not in self.recipe.tables:
+            raise I2IError(f"method {method!r} builds from [{table}], which it does not list in Method.parts"
+                           f" ({', '.join(listed)}): add {table!r} there, so recipes are checked for it")
+        return self._network(table, overrides)
 
     def generator(self, **overrides: Any) -> Generator:
         """A new generator from [generator]."""
@@ -131,21 +174,27 @@ class PartBuilder:
             copies += 1
             key = f"{slot}.{copies}"
         self.losses[key] = loss
+        self.records[f"loss.{key}"] = BuiltPart(f"loss.{key}", f"loss.{slot}", "loss", name, dict(options), loss)
         return loss, weight
 
     def buffer(self) -> Buffer:
         """A new buffer from [buffer]."""
-        name, options = self.recipe.part("buffer")
-        return self.registry.create("buffer", name, **options)
+        return self._network("buffer", {})
 
     def augment(self) -> Augment:
         """A new augment from [augment] ("none", the identity, when the recipe has no such table)."""
-        name, options = self.recipe.part("augment")
-        return self.registry.create("augment", name, **options)
+        return self._network("augment", {})
 
     def options_of(self, part: Any) -> dict[str, Any]:
-        """The resolved options a network built here was given."""
+        """The resolved options a part built here was given."""
         return dict(self.built[id(part)][2])
+
+    def stateful(self) -> dict[str, Any]:
+        """The parts built here whose state checkpoints hold under their record key (a loss as "loss.<slot>", a
+        part of a plugin's kind as its table's name), leaving out the kinds the method hands over itself and parts
+        whose state_dict() is empty, so checkpoints of stateless parts stay as they were."""
+        return {key: record.part for key, record in self.records.items()
+                if not isinstance(record.part, SAVED_BY_METHOD) and _holds_state(record.part)}
 
     def channels(self, domain: str) -> int:
         """The channels of the data's images of `domain`."""
@@ -170,6 +219,12 @@ class PartBuilder:
                                f" remove it so it follows the data")
 
 
+def _holds_state(part: Any) -> bool:
+    """Whether a part saves and restores state, and has some."""
+    return (callable(getattr(part, "load_state_dict", None)) and callable(getattr(part, "state_dict", None))
+            and bool(part.state_dict()))
+
+
 def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_weights: bool
                  ) -> tuple[Method, PartBuilder]:
     """The [method], with the networks, losses and buffers it builds from the recipe."""
@@ -183,7 +238,41 @@ def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_w
     builder.value_map = dataset.value_map()
     builder.check_channels()
     method.build(builder)
+    check_input_sizes(recipe, method, builder)
     return method, builder
+
+
+def check_input_sizes(recipe: Recipe, method: Method, builder: PartBuilder) -> None:
+    """Refuse a data.crop_size that a network of the method does not declare it takes (`size_multiple`,
+    `min_size`) in one line naming the key, the network and the smallest size that works, before training."""
+    crop = recipe["data"].get("crop_size")
+    if not isinstance(crop, int):
+        return  # a dataset without crops: the sizes of its images are known only once they are read
+    nets = [net for net in method.networks().values() if isinstance(net, (Generator, Discriminator))]
+    misfit = next((net for net in nets if not takes_side(net, crop)), None)
+    if misfit is None:
+        return
+    multiple, least = declared_sizes(misfit)
+    fits = fitting_side(nets, crop)
+    try:
+        options = builder.options_of(misfit)
+    except KeyError:  # built by the method itself, not from the recipe
+        options = {}
+    shown = [f"{key} = {toml_value(options[key])}" for key in misfit.size_options if key in options]
+    part = f"{misfit.kind} {misfit.name}" + (f" ({', '.join(shown)})" if shown else "")
+    multiples = f"multiples of {multiple}" if multiple > 1 else ""
+    if crop < least:
+        problem = f"is too small for {part}: it takes sides of at least {least}" + (
+            f" that are {multiples}" if multiples else "")
+    else:
+        problem = f"does not fit {part}: it takes sides that are {multiples}" + (
+            f" of at least {least}" if least > 1 else "")
+    fix = f"--set data.crop_size={fits}"
+    load = recipe["data"].get("load_size")
+    if isinstance(load, int) and load < fits:
+        fix += f" --set data.load_size={fits}"
+    other = ", ".join(f"{misfit.kind}.{key}" for key in misfit.size_options if key in options)
+    raise I2IError(f"data.crop_size = {crop} {problem}; use {fix}" + (f" (or change {other})" if other else ""))
 
 
 def setup_networks(method: Method, recipe: Recipe, device: torch.device, distributed: Distributed
@@ -204,10 +293,14 @@ def setup_networks(method: Method, recipe: Recipe, device: torch.device, distrib
 def setup_optimizers(recipe: Recipe, registry: Registry, method: Method) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per parameter group of the method: [optim], with [optim.<group>] over it."""
     groups = method.optimizer_groups()
+    declared = type(method).groups
+    if declared and sorted(declared) != sorted(groups):
+        # the recipe was checked against the declaration, so a method must keep to it
+        raise I2IError(f"method {recipe['method']['name']!r} declares optimizer groups {', '.join(declared)} (Method"
+                       f".groups) but optimizer_groups() returns {', '.join(groups)}: make them the same")
     unknown = [g for g in recipe.optimizer_groups() if g not in groups]
     if unknown:
-        raise I2IError(f"[optim.{unknown[0]}]: method {recipe['method']['name']!r} has no optimizer group"
-                       f" {unknown[0]!r} (groups: {', '.join(groups)})")
+        raise I2IError(unknown_group_message(recipe["method"]["name"], unknown[0], list(groups)))
     optimizers = {}
     for group, params in groups.items():
         name, options = recipe.optimizer(group)

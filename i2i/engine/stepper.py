@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,6 +21,14 @@ class Stepper:
         self.distributed = distributed or Distributed()
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def stateful(self) -> dict[str, Any]:
+        """Its pieces of training state by checkpoint name: each optimizer as "optim.<group>", and the gradient
+        scaler as "scaler" under fp16."""
+        pieces: dict[str, Any] = {f"optim.{group}": optimizer for group, optimizer in self.optimizers.items()}
+        if self.scaler:
+            pieces["scaler"] = self.scaler
+        return pieces
 
     def autocast(self) -> AbstractContextManager:
         """Mixed precision for forward computations (a no-op in fp32)."""

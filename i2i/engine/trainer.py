@@ -15,13 +15,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from i2i.storage.checkpoint import RandomState, step_name
+import torch
+
+from i2i.storage.checkpoint import step_name
+from i2i.engine.checkpoints import Checkpoints
+from i2i.engine.context import Context
 from i2i.engine.distributed import Distributed
 from i2i.engine.events import Events
-from i2i.engine.placement import to_device
 from i2i.engine.setup import (seed_everything, setup_callbacks, setup_data, setup_device, setup_method,
                               setup_networks, setup_optimizers)
-from i2i.engine.snapshots import Snapshots
 from i2i.engine.state import LoopState, LossMeter
 from i2i.engine.stepper import Stepper
 from i2i.errors import I2IError, Interrupted
@@ -35,7 +37,9 @@ from i2i.storage.rundir import RunFolder
 class Trainer:
     """Trains a method on a recipe into a run folder; everything is built and checked before anything is written.
 
-    It is the TrainingContext (i2i.contract.callbacks) every callback receives.
+    Callbacks receive its `context` (i2i.engine.context), not the trainer. The trainer owns the torchrun process
+    group: it joins it while it is built (and leaves it if building fails), and leaves it when `run()` ends or
+    `close()` is called (`with Trainer(...) as trainer:` for code that builds one without running it).
     """
 
     def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
@@ -51,7 +55,17 @@ class Trainer:
         self.schedule = self.registry.create("schedule", schedule, **schedule_options)
         self.distributed = Distributed.from_environment()
         self.device = setup_device(recipe, self.distributed)
-        self.distributed.start(self.device, recipe["run"]["distributed_timeout"])
+        self._session = ExitStack()  # what run() or close() ends: the process group
+        self._session.enter_context(process_group(self.distributed, self.device,
+                                                  recipe["run"]["distributed_timeout"]))
+        try:
+            self._build(recipe, resume)
+        except BaseException:
+            self.close()  # a failure after the group started still leaves it
+            raise
+
+    def _build(self, recipe: Recipe, resume: bool) -> None:
+        """Data, method, networks, optimizers and the callbacks' context, checked; nothing written yet."""
         seed_everything(recipe["run"]["seed"])  # the same on every process, so all build the same initial weights
         self.data = setup_data(recipe, self.registry, self.distributed, self.device)
         self.method, self.builder = setup_method(recipe, self.registry, self.data.dataset,
@@ -60,115 +74,86 @@ class Trainer:
         self.optimizers = setup_optimizers(recipe, self.registry, self.method)
         self.base_lr = {group: recipe.optimizer(group)[1]["lr"] for group in self.optimizers}
         self.stepper = Stepper(self.optimizers, self.device, recipe["run"]["precision"], self.distributed)
-        self.snapshots = Snapshots(self.folder, recipe, self.method, self.builder, self.device)
         self._seed_rank(0)
 
         self.state, self.meter = LoopState(), LossMeter(self.device)
+        self.context = Context(recipe=recipe, folder=self.folder, method=self.method, networks=self.networks,
+                               optimizers=self.optimizers, dataset=self.data.dataset, device=self.device,
+                               distributed=self.distributed, state=self.state,
+                               steps_per_epoch=self.data.steps_per_epoch, events=self.events)
+        self.control = self.context.control
+        # the one owner of the checkpoints; every stateful piece is declared by what holds it (see stateful())
+        self.checkpoints = Checkpoints(self.folder, recipe, self.method, self.builder, self.device, loop=self.state,
+                                       sources=(self, self.stepper, self.method, self.builder),
+                                       callbacks=self.events.callbacks, processes=self.distributed.world_size,
+                                       final_step=lambda: self.total_steps)
+        self.context.checkpoints = self.checkpoints  # what callbacks reach of it (RunCheckpoints)
         self.total_steps = self._plan_total_steps()
         if self.total_steps == 0:
             raise I2IError("nothing to train: train.epochs + train.decay_epochs is 0 and train.max_steps is 0")
-        self.resumed_from: Path | None = None
-        self.stopping = False  # a Ctrl-C reached a process; the same on every process after each step
-        self._ctrl_c = False
-        self._stop_reason: str | None = None
-        self._checkpoint_requested = False
-        self.events.setup(self)  # callbacks check what needs the built run, before anything is written
+        self.events.setup(self.context)  # callbacks check what needs the built run, before anything is written
 
-    # -- what callbacks see (i2i.contract.callbacks.TrainingContext) ---------------------------------------------
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Leave the process group (run() does it when training ends); a second call does nothing."""
+        self._session.close()
+
+    # -- where training stands (the callbacks' context holds it; scripts that drive a trainer read it here) -------
     @property
-    def step(self) -> int:
-        """Steps done."""
-        return self.state.step
+    def total_steps(self) -> int:
+        """The step at which training ends."""
+        return self.context.total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps: int) -> None:
+        self.context.total_steps = steps
 
     @property
-    def epoch(self) -> int:
-        """The current epoch."""
-        return self.state.epoch
+    def resumed_from(self) -> Path | None:
+        """The checkpoint folder the run continued from, or None."""
+        return self.context.resumed_from
+
+    @resumed_from.setter
+    def resumed_from(self, folder: Path | None) -> None:
+        self.context.resumed_from = folder
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes the run's files (rank 0, or the only process)."""
         return self.distributed.is_main
 
-    @property
-    def dataset(self):
-        """The dataset part (e.g. to load held-out items)."""
-        return self.data.dataset
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Steps in one epoch of this process."""
-        return self.data.steps_per_epoch
-
-    def elapsed(self) -> float:
-        """Seconds of training so far, over all sessions of a resumed run."""
-        return self.state.elapsed()
-
-    def learning_rates(self) -> dict[str, float]:
-        """The current learning rate of each optimizer group."""
-        return {group: optimizer.param_groups[0]["lr"] for group, optimizer in self.optimizers.items()}
-
-    def due(self, every: int) -> bool:
-        """Whether this step is one of every `every` steps, or the last; 0 means the last only."""
-        return (every > 0 and self.state.step % every == 0) or self.state.step == self.total_steps
-
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch from the data on the training device, in the networks' layout."""
-        return to_device(batch, self.device, self.recipe["run"]["channels_last"])
-
-    @property
-    def checkpoint_pending(self) -> bool:
-        """Whether a checkpoint will be written at the end of this step."""
-        return self._checkpoint_requested
-
-    def request_checkpoint(self) -> None:
-        """Write a checkpoint at the end of this step (after the log point's callbacks)."""
-        self._checkpoint_requested = True
-
-    def request_stop(self, reason: str) -> None:
-        """End training after this step, with a checkpoint; call it alike on every process."""
-        self._stop_reason = reason
-
-    @contextmanager
-    def evaluation_weights(self) -> Iterator[None]:
-        """The networks in eval mode, holding the weights callbacks swap in to evaluate (e.g. EMA), until exit."""
-        modes = {net: net.training for net in self.networks.values()}
-        with ExitStack() as swaps:
-            for _, callback in self.events.items():
-                swaps.enter_context(callback.swap_in_for_evaluation(self))
-            for net in modes:
-                net.eval()
-            try:
-                yield
-            finally:
-                for net, training in modes.items():
-                    net.train(training)
+        return self.context.to_device(batch)
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> Path:
         """Train to the end (or continue from the newest checkpoint with resume); returns the run folder."""
-        try:
+        with self._session:  # leaves the process group however training ends
             self.distributed.barrier("starting")  # every process has checked the run folder before rank 0 writes
             self._open_run_folder()
             outcome, error = "failed", None
             try:
                 with self._stop_on_ctrl_c():
-                    self.events.train_start(self)
+                    self.events.train_start(self.context)
                     outcome = self._loop()
             except BaseException as exc:
                 error = exc
                 outcome = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"
                 raise
             finally:
-                self.events.train_end(self, outcome, error)
+                self.events.train_end(self.context, outcome, error)
             self.distributed.barrier("finishing")
-        finally:
-            self.distributed.stop()
         return self.folder.path
 
     def _loop(self) -> str:
         """Step, events, checkpoint, until the last step; returns how training ended."""
-        log_every, state = self.recipe["train"]["log_every"], self.state
+        log_every, state, context, control = self.recipe["train"]["log_every"], self.state, self.context, self.control
         while state.step < self.total_steps:
             self.data.sampler.set_epoch(state.epoch, start=state.position)
             for batch in self.data.loader:
@@ -177,16 +162,17 @@ class Trainer:
                 self.stepper.end_of_step()
                 state.advance(self.data.global_batch)
                 self.meter.add(losses)
-                self._agree_on_stopping()
-                self.events.step_end(self, losses)  # finite check, EMA, checkpoint requests, progress ...
-                if self.due(log_every):
-                    self.events.log(self, self._log_record())  # metrics.jsonl, samples, report, trackers ...
-                if self._checkpoint_requested or self.stopping or self._stop_reason:
+                control.agree(self.distributed)  # a Ctrl-C on any process stops them all at this step
+                self.events.step_end(context, losses)  # EMA, checkpoint requests, finite check, progress ...
+                if context.due(log_every):
+                    self.events.log(context, self._log_record())  # metrics.jsonl, samples, report, trackers ...
+                if control.checkpoint_due:  # asked for, stopping, or the last step: decided in one place
                     folder = self.save_checkpoint()
-                if self.stopping:
+                    control.checkpoint_written()
+                if control.stopping:
                     raise Interrupted(f"stopped at step {state.step}; saved {folder}; continue with --resume")
-                if self._stop_reason:
-                    warnings.warn(f"training stopped at step {state.step}: {self._stop_reason}; saved {folder}")
+                if control.stop_reason is not None:
+                    warnings.warn(f"training stopped at step {state.step}: {control.stop_reason}; saved {folder}")
                     return "stopped"
                 if state.step >= self.total_steps:
                     return "finished"
@@ -206,15 +192,11 @@ class Trainer:
     def _log_record(self) -> dict[str, Any]:
         """What a log point reports: where training is, the learning rates, the mean losses since the last, and the
         method's `log_values`."""
-        record = {"step": self.state.step, "epoch": self.state.epoch, "lr": self.learning_rates(),
+        record = {"step": self.state.step, "epoch": self.state.epoch, "lr": self.context.learning_rates(),
                   "elapsed": round(self.state.elapsed(), 3), "losses": self.meter.means(self.distributed)}
         # the method's own values (e.g. an adaptive augment's p) after them, never in place of the loop's entries
         record.update({k: v for k, v in self.method.log_values().items() if k not in record})
         return record
-
-    def _agree_on_stopping(self) -> None:
-        """A Ctrl-C reaching any process stops them all at the same step."""
-        self.stopping = self.distributed.any(self._ctrl_c) if self.distributed.active else self._ctrl_c
 
     def _seed_rank(self, step: int) -> None:
         """Give each process other than rank 0 its own random stream (pools, dropout), derived from the seed."""
@@ -235,13 +217,13 @@ class Trainer:
 
     def _open_run_folder(self) -> None:
         """Continue from the newest checkpoint (--resume), or start the run folder afresh; save the recipe."""
-        if self.resume and (folder := self.snapshots.restore_newest(self.stateful())) is not None:  # on every process
+        if self.resume and (folder := self.checkpoints.restore_newest()) is not None:  # on every process
             self._seed_rank(self.state.step)
             self.total_steps = self._plan_total_steps()
             if self.is_main:
                 self.folder.forget_after(self.state.step)  # what an interrupted session wrote after the checkpoint
             self.resumed_from = folder
-            self.events.checkpoint_load(self, folder)
+            self.events.checkpoint_load(self.context, folder)
         else:
             if self.is_main:
                 self.folder.prepare(self.overwrite or self.resume)
@@ -257,9 +239,8 @@ class Trainer:
             return
 
         def handler(signum, frame):
-            if self._ctrl_c:
+            if self.control.interrupt():
                 raise KeyboardInterrupt
-            self._ctrl_c = True
             warnings.warn("stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)")
 
         previous = signal.signal(signal.SIGINT, handler)
@@ -270,31 +251,27 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def stateful(self) -> dict[str, Any]:
-        """Every piece of training state a checkpoint holds, by name (each has state_dict/load_state_dict)."""
-        pieces: dict[str, Any] = {"loop": self.state, "log": self.meter, "rng": RandomState(),
-                                  "schedule": self.schedule}
-        pieces.update({f"optim.{group}": optimizer for group, optimizer in self.optimizers.items()})
-        pieces.update({f"buffer.{name}": buffer for name, buffer in self.method.buffers().items()})
-        pieces.update({f"augment.{name}": augment for name, augment in self.method.augments().items()})
-        # only losses that hold state (e.g. the lazy R1 count), so checkpoints of stateless ones stay as they were
-        pieces.update({f"loss.{slot}": loss for slot, loss in self.builder.losses.items() if loss.state_dict()})
-        if self.stepper.scaler:
-            pieces["scaler"] = self.stepper.scaler
-        pieces.update({f"callback.{name}": callback for name, callback in self.events.items()})
-        return pieces
+        """The trainer's own pieces of training state (the loop, the loss sums, the schedule); the checkpoint owner
+        gathers the others from the stepper, the method, the part builder and the callbacks."""
+        return {"loop": self.state, "log": self.meter, "schedule": self.schedule}
 
     def save_checkpoint(self) -> Path:
         """Write the whole training state as checkpoints/step-NNNNNNNN (rank 0 writes; every process calls it)."""
-        self._checkpoint_requested = False
         if not self.is_main:
             return self.folder.checkpoints_dir / step_name(self.state.step)
-        variants: dict[str, dict[str, Any]] = {}
-        for _, callback in self.events.items():
-            for variant, modules in callback.checkpoint_networks(self).items():
-                variants.setdefault(variant, {}).update(modules)
-        folder = self.snapshots.save(self.stateful(), self.state, self.distributed.world_size, variants)
-        self.events.checkpoint_save(self, folder)
+        folder = self.checkpoints.save(self.context)
+        self.events.checkpoint_save(self.context, folder)
         return folder
+
+
+@contextmanager
+def process_group(distributed: Distributed, device: torch.device, timeout_s: float) -> Iterator[None]:
+    """This process in the torchrun process group until exit, however it is left (a no-op for one process)."""
+    distributed.start(device, timeout_s)
+    try:
+        yield
+    finally:
+        distributed.stop()
 
 
 def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False, resume: bool = False,

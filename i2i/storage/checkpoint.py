@@ -12,19 +12,21 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
-from torch import nn
+from torch import Tensor, nn
 
 from i2i.errors import I2IError
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "training.json"
+TRAINING_STEM = "training"  # training.safetensors: the tensors of the training state
 CHECKSUMS = "sha256"  # the key in training.json: {file name: hex digest}, STATE_FILE's own entry included
 # Leftovers of interrupted saves, copies and prunes: .step-NNNNNNNN.tmp-<pid>, .best.tmp-<pid>, .NAME.deleting, and
 # .NAME.replaced (a complete checkpoint moved aside for the instant its copy's replacement is renamed in)
@@ -36,14 +38,56 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+# -- the metadata of a network file: this module alone spells its keys ----------------------------------------
+
+KIND_KEY = "i2i.kind"
+NAME_KEY = "i2i.name"
+OPTIONS_KEY = "i2i.options"  # JSON of the resolved options
 #: generator-file metadata: the i2i.data.values.ValueMap (JSON) of its input ("A") and output ("B") pixel values; absent
 #: for the 8-bit RGB pipeline
 VALUES_KEY = "i2i.values"
+SOURCE_KEY = "i2i.source"  # the file `i2i convert` read the weights from
 
 
-def part_metadata(kind: str, name: str, options: dict[str, Any]) -> dict[str, str]:
-    """safetensors metadata that lets a network be rebuilt from its file alone."""
-    return {"i2i.kind": kind, "i2i.name": name, "i2i.options": json.dumps(options, sort_keys=True)}
+def part_metadata(kind: str, name: str, options: dict[str, Any], *, values: str | None = None,
+                  source: str | None = None) -> dict[str, str]:
+    """safetensors metadata that lets a network be rebuilt from its file alone (`values`: a ValueMap's JSON;
+    `source`: the file converted weights came from)."""
+    meta = {KIND_KEY: kind, NAME_KEY: name, OPTIONS_KEY: json.dumps(options, sort_keys=True)}
+    if values is not None:
+        meta[VALUES_KEY] = values
+    if source is not None:
+        meta[SOURCE_KEY] = source
+    return meta
+
+
+@dataclass(frozen=True)
+class PartMetadata:
+    """What a network file records of the part it holds."""
+
+    kind: str
+    name: str
+    options: dict[str, Any]
+    values: str | None  # the ValueMap JSON of a generator of data other than 8-bit RGB, else None
+
+
+def read_part_metadata(file: Path, role: str = "network") -> PartMetadata | None:
+    """The part a network file records (None when it has no i2i metadata); I2IError for an unreadable file or
+    damaged options (naming the file as a `role` file)."""
+    try:
+        with safe_open(file, framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise I2IError(f"cannot read {role} file {file} (expected a .safetensors file): {exc}") from None
+    if NAME_KEY not in meta:
+        return None
+    try:
+        options = json.loads(meta.get(OPTIONS_KEY, "{}"))
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise I2IError(f"{file} has damaged {OPTIONS_KEY} metadata: {meta.get(OPTIONS_KEY)!r}")
+    return PartMetadata(meta.get(KIND_KEY, "generator"), meta[NAME_KEY], options, meta.get(VALUES_KEY))
 
 
 def _fsync(path: Path) -> None:
@@ -100,18 +144,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module],
+def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module | dict[str, Tensor]],
                     metadata: dict[str, dict[str, str]], tensors: dict[str, torch.Tensor],
                     state: dict[str, Any]) -> Path:
-    """Write networks (one .safetensors each), extra training tensors and a JSON state with the SHA-256 of
-    every file; atomically. A failed write (e.g. a full disk) removes its partial files and raises I2IError."""
+    """Write networks (a module or its tensors, one .safetensors each, by file stem), extra training tensors and a
+    JSON state with the SHA-256 of every file; atomically. A failed write (e.g. a full disk) removes its partial files and raises I2IError."""
     checkpoints.mkdir(parents=True, exist_ok=True)
     remove_leftovers(checkpoints)
     final = checkpoints / step_name(step)
     tmp = checkpoints / f".{step_name(step)}.tmp-{os.getpid()}"
     files: list[tuple[str, nn.Module | dict[str, torch.Tensor], dict[str, str] | None]] = [
         (f"{name}.safetensors", net, metadata.get(name)) for name, net in networks.items()]
-    files.append(("training.safetensors", tensors, None))
+    files.append((f"{TRAINING_STEM}.safetensors", tensors, None))
     sums: dict[str, str] = {}
     try:
         tmp.mkdir()
@@ -208,11 +252,11 @@ def _recorded_checksum(file: Path) -> str | None:
     checksums were recorded."""
     if file.name == STATE_FILE or not (file.parent / STATE_FILE).is_file():
         return None
-    sums = read_state_json(file.parent).get(CHECKSUMS)
+    sums = read_training_json(file.parent).get(CHECKSUMS)
     return sums.get(file.name) if isinstance(sums, dict) else None
 
 
-def read_state_json(folder: Path) -> dict[str, Any]:
+def read_training_json(folder: Path) -> dict[str, Any]:
     """A checkpoint folder's training.json, checked against its recorded SHA-256 when it has one."""
     path = Path(folder) / STATE_FILE
     try:
@@ -252,10 +296,19 @@ def load_network(file: Path, net: nn.Module) -> None:
     net.load_state_dict(weights)
 
 
-def read_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The training tensors and the JSON state of a checkpoint folder."""
-    state = read_state_json(folder)
-    return read_tensors(folder / "training.safetensors"), state
+def network_file(folder: Path, stem: str) -> Path:
+    """The file of network (or variant) `stem` in a checkpoint folder, e.g. G_A.safetensors, G_A.ema.safetensors."""
+    return Path(folder) / f"{stem}.safetensors"
+
+
+def variant_stem(network: str, variant: str) -> str:
+    """The file stem of a network's variant, e.g. "G_A.ema"."""
+    return f"{network}.{variant}"
+
+
+def read_training_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder's training state (training.safetensors), checksum verified."""
+    return read_tensors(network_file(folder, TRAINING_STEM))
 
 
 def prune_checkpoints(checkpoints: Path, keep: int, protect: set[int]) -> list[Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2i.storage.atomic import atomic_file
-from i2i.storage.checkpoint import STATE_FILE, list_checkpoints, read_state_json, remove_leftovers, step_name
+from i2i.storage.checkpoint import (STATE_FILE, list_checkpoints, read_training_json, remove_leftovers, step_name)
 from i2i.errors import I2IError
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class RunFolder:
 
     def best_checkpoint(self) -> Path | None:
         """checkpoints/best when it is a complete checkpoint folder, else None."""
-        best = self.checkpoints_dir / BEST
+        best = self.best_dir
         # its training.json is written last, so a folder without one is a save cut short
         return best if (best / STATE_FILE).is_file() else None
 
@@ -177,8 +177,14 @@ class RunFolder:
 
     @staticmethod
     def read_state(checkpoint: Path) -> dict[str, Any]:
-        """A checkpoint folder's training.json, verified against the SHA-256 it records."""
-        return read_state_json(checkpoint)
+        """A checkpoint folder's training.json (step, recipe, generators, variants, state), verified against the
+        SHA-256 it records; the training tensors are the checkpoint owner's (i2i.engine.checkpoints)."""
+        return read_training_json(checkpoint)
+
+    @property
+    def best_dir(self) -> Path:
+        """Where checkpoints/best lies (complete or not)."""
+        return self.checkpoints_dir / BEST
 
     # -- recipe ----------------------------------------------------------------------------------------------
 

@@ -27,8 +27,10 @@ from torch import Tensor
 from i2i.storage.atomic import atomic_file
 from i2i.storage.checkpoint import STATE_FILE
 from i2i.errors import I2IError, first_line
-from i2i.tools.report import (_EMA_MIN_POINTS, _ema, _esc, _fmt_elapsed, _fmt_num, _href, _loss_series, _number,
-                        grid_html, html_page, latest_losses, panel_figure, save_samples)
+from i2i.tools.pages import (esc, fmt_elapsed, fmt_num, grid_html, href, html_page, latest_losses, loss_series,
+                             number, panel, panel_figure, plot_curve, relative_href)
+from i2i.tools.report import save_samples
+from i2i.tools.rundata import held_out_items
 from i2i.storage.rundir import EVALUATION_FILE, RECIPE_FILE, RunFolder
 
 __all__ = ["CompareResult", "compare_runs"]
@@ -81,7 +83,7 @@ class _Run:
     @property
     def elapsed(self) -> float | None:
         """Seconds of training at the last logged record, or None."""
-        return _number(self.records[-1].get("elapsed")) if self.records else None
+        return number(self.records[-1].get("elapsed")) if self.records else None
 
 
 @dataclass
@@ -250,8 +252,8 @@ def _cell(run: _Run, column: _Column) -> str:
     if column.group == "recipe":
         return _recipe_text(value)
     if column.group == "elapsed":
-        return _fmt_elapsed(value)
-    return _fmt_num(value)
+        return fmt_elapsed(value)
+    return fmt_num(value)
 
 
 def _csv_cell(run: _Run, column: _Column) -> Any:
@@ -298,14 +300,6 @@ def _write_csv(runs: list[_Run], columns: list[_Column], path: Path) -> None:
             writer.writerow([run.name, *(_csv_cell(run, c) for c in columns)])
 
 
-def _relative_href(target: Path, out: Path) -> str | None:
-    """A relative link from the page in `out` to `target`, or None when there is none (another drive)."""
-    try:
-        return _href(Path(os.path.relpath(target.resolve(), out.resolve())))
-    except ValueError:
-        return None
-
-
 def _table_html(runs: list[_Run], columns: list[_Column], out: Path) -> str:
     groups: list[tuple[str, int]] = []
     for column in columns:
@@ -316,22 +310,22 @@ def _table_html(runs: list[_Run], columns: list[_Column], out: Path) -> str:
     top = '<th class="name" rowspan="2">run</th>'
     for group, span in groups:
         if _GROUP_TITLES[group]:
-            top += f'<th class="group" colspan="{span}">{_esc(_GROUP_TITLES[group])}</th>'
+            top += f'<th class="group" colspan="{span}">{esc(_GROUP_TITLES[group])}</th>'
         else:  # a single column (step, elapsed) spans both header rows
-            top += f'<th rowspan="2">{_esc(group)}</th>'
+            top += f'<th rowspan="2">{esc(group)}</th>'
     # <wbr> after dots lets long keys (loss.identity.weight, AtoB.psnr) break there instead of widening the table.
-    second = "".join(f"<th>{_esc(c.key).replace('.', '.<wbr>')}</th>" for c in columns if _GROUP_TITLES[c.group])
+    second = "".join(f"<th>{esc(c.key).replace('.', '.<wbr>')}</th>" for c in columns if _GROUP_TITLES[c.group])
     rows = []
     for run in runs:
         report = RunFolder(run.path).report_file
-        href = _relative_href(report, out) if report.is_file() else None
-        name = f'<a href="{_esc(href)}">{_esc(run.name)}</a>' if href else _esc(run.name)
+        link = relative_href(report, out) if report.is_file() else None
+        name = f'<a href="{esc(link)}">{esc(run.name)}</a>' if link else esc(run.name)
         cells = []
         for column in columns:
             value = _value(run, column)
             # Words (part names) read better left-aligned; numbers stay right-aligned to compare digits.
             cls = ' class="missing"' if value is None else ' class="text"' if isinstance(value, str) else ""
-            cells.append(f"<td{cls}>{_esc(_cell(run, column))}</td>")
+            cells.append(f"<td{cls}>{esc(_cell(run, column))}</td>")
         rows.append(f'<tr><td class="name">{name}</td>{"".join(cells)}</tr>')
     return (f'<div class="card wide"><table class="runs"><thead><tr>{top}</tr><tr>{second}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
@@ -343,7 +337,7 @@ def _table_html(runs: list[_Run], columns: list[_Column], out: Path) -> str:
 
 def _plot_losses(runs: list[_Run], path: Path) -> bool:
     """One subplot per loss name, one line per run; False (nothing written) when no run logged a loss."""
-    series = {run.name: _loss_series(run.records) for run in runs}
+    series = {run.name: loss_series(run.records) for run in runs}
     names = list(dict.fromkeys(name for s in series.values() for name in s))
     if not names:
         return False
@@ -356,20 +350,12 @@ def _plot_losses(runs: list[_Run], path: Path) -> bool:
     legend_rows = math.ceil(len(logged) / legend_cols)
     fig, nrows, ncols = panel_figure(len(names), top_inches=0.28 * legend_rows + 0.1)
     for k, name in enumerate(names):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax = panel(fig, nrows, ncols, k, name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole; no 1.5 ticks on short runs
         for run in logged:
             color, dash = styles[run]
             xs, ys = series[run].get(name, ([], []))
-            smooth = len(ys) >= _EMA_MIN_POINTS
-            ax.plot(xs, ys, color=color, linestyle=dash, alpha=0.25 if smooth else 1.0, linewidth=1,
-                    marker=None if len(ys) > 1 else "o")
-            if smooth:
-                ax.plot(xs, _ema(ys), color=color, linestyle=dash, linewidth=1.8)
-        ax.set_title(name, fontsize=11)
-        ax.set_xlabel("step", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole; no 1.5 ticks on short runs
-        ax.tick_params(labelsize=8)
-        ax.grid(True, alpha=0.3)
+            plot_curve(ax, xs, ys, color, dash, faint=0.25)
     handles = [Line2D([], [], color=styles[run][0], linestyle=styles[run][1], linewidth=2) for run in logged]
     fig.legend(handles, logged, loc="upper center", ncols=legend_cols, frameon=False, fontsize=10,
                bbox_to_anchor=(0.5, 1 - 0.05 / fig.get_figheight()))
@@ -380,22 +366,6 @@ def _plot_losses(runs: list[_Run], path: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------
 # Translations
-
-
-def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
-    """The first `count` held-out items of a run's data as A and B batches (its test split, else train), the
-    split and the dataset name."""
-    from i2i.contract.registry import default_registry
-
-    name, options = RunFolder(run).load_recipe().dataset()
-    dataset = default_registry().create("dataset", name, **options)
-    split = "test" if dataset.has_split("test") else "train"
-    items = dataset.load(split, augment=False)
-    count = min(count, len(items))
-    if count == 0:
-        raise I2IError(f"its {split} split is empty")
-    batch = [items[i] for i in range(count)]
-    return {d: torch.stack([item[d] for item in batch]) for d in "AB"}, split, name
 
 
 def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[str, Tensor], str] | None:
@@ -414,7 +384,7 @@ def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[st
 
 def _translate(run: _Run, direction: str, inputs: Tensor, device: str, notes: list[str]) -> Tensor | None:
     """`inputs` translated by the run's generator for `direction`, or None (with a note) when it cannot be."""
-    from i2i.tools.inference import load_generator, run_generator
+    from i2i.tools.generators import load_generator, run_generator
 
     if not run.checkpoint or not run.directions:
         return None  # noted once per run when it was read, not once per direction
@@ -467,10 +437,10 @@ def _translations(runs: list[_Run], samples: int, device: str, out: Path, notes:
         save_samples(visuals, png)
         grids[direction] = png
         caption = {"AtoB": "A → B", "BtoA": "B → A"}.get(direction, direction)
-        parts.append(grid_html(png, _href(Path(png.name)), caption, list(visuals), f"{direction} translations",
+        parts.append(grid_html(png, href(Path(png.name)), caption, list(visuals), f"{direction} translations",
                                titles))
     grey = " Grey cells: no translation (the notes above say why)." if missing else ""
-    return "\n".join([f"<p>{_esc(whence + grey)}</p>", *parts]), grids
+    return "\n".join([f"<p>{esc(whence + grey)}</p>", *parts]), grids
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -500,23 +470,23 @@ def compare_runs(runs: list[Path], out: Path, samples: int = 4, device: str = "a
 
     count = len(infos)
     title = f"Comparison of {count} run{'s' * (count != 1)}"
-    parts = [f"<h1>{_esc(title)}</h1>"]
+    parts = [f"<h1>{esc(title)}</h1>"]
     keys = (f"the {len(differing)} recipe key{'s' * (len(differing) != 1)} that differ between the runs"
             if differing else "no recipe key differs between the runs")
-    parts.append(f"<p>One row per run: {_esc(keys)}, the last logged step and losses, evaluation metrics (from"
+    parts.append(f"<p>One row per run: {esc(keys)}, the last logged step and losses, evaluation metrics (from"
                  f" the run's {EVALUATION_FILE}, where present) and training time. Click a run for its report; the table"
-                 f' is also in <a href="{_esc(CSV_NAME)}">{_esc(CSV_NAME)}</a>.</p>')
+                 f' is also in <a href="{esc(CSV_NAME)}">{esc(CSV_NAME)}</a>.</p>')
     parts.append(_table_html(infos, columns, out))
     if equal:
         lines = "\n".join(f"{key} = {_recipe_text(value)}" for key, value in equal.items())
         parts.append(f"<details><summary>{len(equal)} recipe key{'s' * (len(equal) != 1)} equal in all runs"
-                     f"</summary><pre>{_esc(lines)}</pre></details>")
+                     f"</summary><pre>{esc(lines)}</pre></details>")
     if notes:
-        items = "".join(f"<li>{_esc(note)}</li>" for note in notes)
+        items = "".join(f"<li>{esc(note)}</li>" for note in notes)
         parts.append(f'<h2>Notes</h2><div class="card notes"><ul>{items}</ul></div>')
     parts.append("<h2>Losses</h2>")
     if plotted:
-        parts.append(f'<div class="card"><img class="plot" src="{_esc(LOSSES_NAME)}" alt="loss curves of every'
+        parts.append(f'<div class="card"><img class="plot" src="{esc(LOSSES_NAME)}" alt="loss curves of every'
                      ' run"></div>')
     else:
         parts.append('<p class="empty">No run has logged losses yet.</p>')

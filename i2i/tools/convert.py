@@ -89,7 +89,7 @@ def convert(reference: Path | str, out: Path | str, registry: Registry | None = 
             tried.append(f"{name} with {options_text(options)}: does not load ({_last_line(exc)})")
             continue
         resolved = registry.resolve_options("generator", name, options)
-        metadata = {**part_metadata("generator", name, resolved), "i2i.source": source.name}
+        metadata = part_metadata("generator", name, resolved, source=source.name)
         tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
         with atomic_file(out) as f:
             f.write(safetensors_bytes(tensors, metadata=metadata))

@@ -2,7 +2,7 @@
 
 A person drops an image, picks the direction (when the checkpoint has both) and optionally a size, and sees the
 input beside its translation, with the output as a PNG to download. Loading and translating are `i2i translate`'s
-(`i2i.tools.inference`); this module only adds the page, its limits and its messages. Gradio is the optional extra
+(`i2i.tools.generators`); this module only adds the page, its limits and its messages. Gradio is the optional extra
 `i2i[demo]`: it is imported only here, and only when a demo is built.
 """
 
@@ -27,7 +27,7 @@ from i2i.storage.checkpoint import STATE_FILE
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError, first_line
 from i2i.data.images import read_image
-from i2i.tools.inference import prepare_image, takes_gray, generator_file, generator_values, load_generator, \
+from i2i.tools.generators import prepare_image, takes_gray, generator_file, generator_values, load_generator, \
     run_generator, to_image, to_tensor, weights_note
 from i2i.contract.parts import Generator
 from i2i.storage.rundir import RunFolder

@@ -81,11 +81,12 @@ def export_generator(checkpoint: Path | str, fmt: str, out: Path | str, directio
     """Export the generator CHECKPOINT holds for `direction` to `out` (ONNX or TorchScript), parity-checked.
 
     CHECKPOINT is what `i2i translate` takes: a run, a checkpoint folder or a generator .safetensors file (also
-    one from `i2i convert`); its EMA average of the generator when it has one, unless `raw`. `size` defaults to
+    one from `i2i convert`); the weights variant its callbacks declared for inference (e.g. an EMA average) when
+    it has one, unless `raw`. `size` defaults to
     the run's crop size (256 without a run). Held-out images of the run's data, when they load, join the random
     and synthetic parity inputs. `which` picks a run folder's checkpoint ("latest", "best", "step-N").
     """
-    from i2i.tools.inference import generator_file, load_generator, weights_note
+    from i2i.tools.generators import generator_file, load_generator, weights_note
 
     fmt = _check_format(fmt)
     if fmt == "onnx":
@@ -145,7 +146,7 @@ def _file_direction(file: Path) -> str | None:
 
 def _held_out(run: Path, direction: str, notes: list[str]) -> Tensor | None:
     """Up to a few held-out images of the run's source domain for `direction`, (N, C, H, W) in [-1, 1]."""
-    from i2i.tools.compare import held_out_items
+    from i2i.tools.rundata import held_out_items
 
     try:
         domain = {"AtoB": "A", "BtoA": "B"}.get(direction)

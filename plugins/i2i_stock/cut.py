@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from i2i.api import (AdversarialLoss, Augment, Discriminator, Generator, I2IError, LossSlot, Method, Option,
                     PartFactory, Stepper, hookimpl, init_weights, toml_value)
-from i2i_stock.steps import augmented, call, set_requires_grad, update_discriminator
+from i2i_stock.steps import BATCH_CALLS, augmented, batchable, call, set_requires_grad, update_discriminator
 
 #: the similarity given to a positive's own entry among its negatives, before the temperature (the paper's)
 MASKED_NEGATIVE = -10.0
@@ -114,13 +114,13 @@ class CutMethod(Method):
         Option("flip_equivariance", bool, False, "translate mirrored images half the time and compare the output's"
                " features mirrored back (FastCUT: true)"),
         Option("head_channels", int, 256, "width of the MLP projection head of each tapped layer", min=1),
-        Option("batch_calls", bool, True,
-               "run calls that share weights as one batch when the parts allow it (same math, faster)"),
+        BATCH_CALLS,
     )
     losses = {
         "adversarial": LossSlot(AdversarialLoss, "lsgan", 1.0, "GAN loss for G/D (lambda_GAN = 1 in CUT)"),
     }
     parts = ("generator", "discriminator", "augment")
+    groups = ("G", "D", "F")
 
     def __init__(self, *, nce_layers: str = "auto", num_patches: int = 256, nce_t: float = 0.07,
                  lambda_nce: float = 1.0, nce_idt: bool = True, flip_equivariance: bool = False,
@@ -191,9 +191,6 @@ class CutMethod(Method):
         """G translates A to B; CUT learns no way back, so BtoA is a KeyError."""
         return {"AtoB": self.G}[direction]
 
-    def _batched(self, net: nn.Module) -> bool:
-        return self.batch_calls and getattr(net, "batch_independent", False)
-
     def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:
         """G forward, D update on real vs fake (halved), then G and F update on GAN + PatchNCE."""
         real_A, real_B = batch["A"], batch["B"]
@@ -202,10 +199,10 @@ class CutMethod(Method):
             inputs = [real_A, real_B] if self.nce_idt else [real_A]
             if flipped:
                 inputs = [x.flip(3) for x in inputs]
-            outputs = call(self.G, *inputs, batched=self._batched(self.G))
+            outputs = call(self.G, *inputs, batched=self.batch_calls)
         fake_B = outputs[0]
 
-        losses = update_discriminator(self.D, self.gan, real_B, fake_B, optim, batched=self._batched(self.D),
+        losses = update_discriminator(self.D, self.gan, real_B, fake_B, optim, batched=self.batch_calls,
                                       augment=self.augment)
 
         set_requires_grad([self.D], False)
@@ -232,7 +229,7 @@ class CutMethod(Method):
 
     def _encode(self, images: list[Tensor]) -> list[list[Tensor]]:
         """G's features at the tapped layers for each batch of `images` (one call when G's norm allows)."""
-        if len(images) > 1 and self._batched(self.G):
+        if len(images) > 1 and batchable(self.G, self.batch_calls):
             sizes = [x.shape[0] for x in images]
             maps = self.G.encode(torch.cat(images, 0), self.layers)
             return [list(per_image) for per_image in zip(*(m.split(sizes, 0) for m in maps))]

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from i2i.api import (AdversarialLoss, Augment, Buffer, Discriminator, Generator, I2IError, LossSlot, Method, Option,
                     PartFactory, ReconstructionLoss, Stepper, hookimpl)
-from i2i_stock.steps import augmented, call, set_requires_grad
+from i2i_stock.steps import BATCH_CALLS, augmented, call, discriminator_loss, set_requires_grad
 
 
 class CycleMethod(Method):
@@ -17,8 +17,7 @@ class CycleMethod(Method):
 
     name = "cycle"
     options = (
-        Option("batch_calls", bool, True,
-               "run calls that share weights as one batch when the parts allow it (same math, faster)"),
+        BATCH_CALLS,
         Option("cycle", str, "both", "which cycle losses count: both, forward (A->B->A) or backward (B->A->B),"
                " for the paper's ablation", choices=("both", "forward", "backward")),
     )
@@ -32,6 +31,7 @@ class CycleMethod(Method):
                                      " (DiscoGAN); 0 disables it"),
     }
     parts = ("generator", "discriminator", "buffer", "augment")
+    groups = ("G", "D")
 
     def __init__(self, batch_calls: bool = True, cycle: str = "both") -> None:
         self.batch_calls = batch_calls
@@ -82,9 +82,6 @@ class CycleMethod(Method):
         """G_A translates A to B, G_B translates B to A."""
         return {"AtoB": self.G_A, "BtoA": self.G_B}[direction]
 
-    def _batched(self, net: nn.Module) -> bool:
-        return self.batch_calls and getattr(net, "batch_independent", False)
-
     def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:
         """G update (adversarial + cycle + identity), then D update on real vs pooled fakes, D loss halved."""
         real_A, real_B = batch["A"], batch["B"]
@@ -92,8 +89,8 @@ class CycleMethod(Method):
         with optim.autocast():
             # G_A sees real_A (translation) and real_B (identity): one call when norms are per sample
             if use_identity:
-                fake_B, idt_A = call(self.G_A, real_A, real_B, batched=self._batched(self.G_A))
-                fake_A, idt_B = call(self.G_B, real_B, real_A, batched=self._batched(self.G_B))
+                fake_B, idt_A = call(self.G_A, real_A, real_B, batched=self.batch_calls)
+                fake_A, idt_B = call(self.G_B, real_B, real_A, batched=self.batch_calls)
             else:
                 fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
             rec_A = self.G_B(fake_B) if self.forward_cycle else None
@@ -124,22 +121,15 @@ class CycleMethod(Method):
             # pools are queried in the reference's order (B's fakes first), so a pool fills as it does there
             pooled_B = self.fake_B_pool.query(fake_B.detach())
             pooled_A = self.fake_A_pool.query(fake_A.detach())
-            losses["D_A"] = self._discriminator_loss(self.D_A, self.augment_A, real_B, pooled_B)
-            losses["D_B"] = self._discriminator_loss(self.D_B, self.augment_B, real_A, pooled_A)
+            # reals first, as the reference; the halved loss (with any penalty) is logged per discriminator
+            losses["D_A"], _ = discriminator_loss(self.D_A, self.gan, real_B, pooled_B, batched=self.batch_calls,
+                                                  augment=self.augment_A)
+            losses["D_B"], _ = discriminator_loss(self.D_B, self.gan, real_A, pooled_A, batched=self.batch_calls,
+                                                  augment=self.augment_B)
         optim.zero_grad("D")
         optim.backward(losses["D_A"] + losses["D_B"])
         optim.step("D")
         return {name: value.detach() for name, value in losses.items()}
-
-    def _discriminator_loss(self, net: Discriminator, augment: Augment, real: Tensor, fake: Tensor) -> Tensor:
-        """The halved GAN loss of `net` on real vs fake images (each through `augment`), plus the loss's penalty."""
-        real, fake = augmented(augment, real), augmented(augment, fake)  # independent draws, as DiffAugment does
-        pred_real, pred_fake = call(net, real, fake, batched=self._batched(net))
-        if augment.active:
-            augment.observe(pred_real, self.gan.threshold)
-        loss = (self.gan(pred_real, True) + self.gan(pred_fake, False)) * 0.5
-        penalty = self.gan.penalty(net, real, fake)  # at what D saw, so R1 is measured on augmented reals
-        return loss if penalty is None else loss + penalty
 
     def _feature_matching(self, net: Discriminator, augment: Augment, real: Tensor, fake: Tensor) -> Tensor:
         """Distance between the batch-mean features of fakes and of reals (as D sees them), summed over layers."""

@@ -22,11 +22,14 @@ class EncoderDecoderGenerator(Generator):
         Option("out_channels", int, 3, "channels of the output images", min=1),
         *INIT_OPTIONS,
     )
+    size_options = ("depth", "norm")
 
     def __init__(self, *, depth: int = 4, channels: int = 64, norm: str = "batch", in_channels: int = 3,
                  out_channels: int = 3, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
         self.size_multiple = 2 ** depth
+        # the deepest map is normalized (from depth 2 on): a norm needs more than one value, so 2x2 there
+        self.min_size = 2 ** depth if norm == "none" or depth == 1 else 2 ** (depth + 1)
         self.batch_independent = batch_independent(norm)
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         widths = [stage_width(channels, n) for n in range(depth)]

@@ -27,6 +27,7 @@ class PairedMethod(Method):
     }
     parts = ("generator", "discriminator", "augment")
     paired_data = True
+    groups = ("G", "D")
 
     def __init__(self, batch_calls: bool = True) -> None:
         self.batch_calls = batch_calls
@@ -64,8 +65,7 @@ class PairedMethod(Method):
             fake_B = self.G(real_A)
             real_AB = torch.cat((real_A, real_B), 1)
             fake_AB = torch.cat((real_A, fake_B.detach()), 1)
-        batched = self.batch_calls and getattr(self.D, "batch_independent", False)
-        losses = update_discriminator(self.D, self.gan, real_AB, fake_AB, optim, batched=batched,
+        losses = update_discriminator(self.D, self.gan, real_AB, fake_AB, optim, batched=self.batch_calls,
                                       augment=self.augment)
 
         set_requires_grad([self.D], False)

@@ -23,12 +23,15 @@ class PatchGANDiscriminator(Discriminator):
         ANTIALIAS_OPTION,
         *INIT_OPTIONS,
     )
+    size_options = ("layers",)
 
     def __init__(self, *, layers: int = 3, channels: int = 64, norm: str = "instance", in_channels: int = 3,
                  spectral_norm: bool = False, antialias: bool = False, init: str = "normal",
                  init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
+        # `layers` halvings leave the two stride-1 4x4 convs (each 1 px narrower) a 3x3 map, so a 1x1 score map
+        self.min_size = 3 * 2 ** layers
         make_norm, bias = norm_layer(norm), conv_bias(norm)
         # The paper puts no norm on the first layer (C64 in pix2pix). Anti-aliased, a stride-2 conv becomes a
         # stride-1 conv, its activation, then a blurred downsampling (as CUT's discriminator).

@@ -62,6 +62,8 @@ class ResnetGenerator(Generator):
         *INIT_OPTIONS,
     )
     size_multiple = 2 ** _DOWNSAMPLINGS
+    # 2x2 at the residual blocks, which reflect-pad by 1 and normalize: a 4 px image shrinks to 1x1 there
+    min_size = 2 * size_multiple
 
     def __init__(self, *, blocks: int = 9, channels: int = 64, norm: str = "instance", dropout: bool = False,
                  in_channels: int = 3, out_channels: int = 3, antialias: bool = False, init: str = "normal",

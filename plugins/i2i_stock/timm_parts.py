@@ -292,6 +292,7 @@ class TimmUnetGenerator(Generator):
         Option("out_channels", int, 3, "channels of the output images", min=1),
         *INIT_OPTIONS,
     )
+    size_options = ("backbone",)
 
     def __init__(self, *, backbone: str = "resnet18", pretrained: bool = False, weights: str = "",
                  decoder_channels: int = 32, norm: str = "instance", in_channels: int = 3, out_channels: int = 3,
@@ -324,6 +325,8 @@ class TimmUnetGenerator(Generator):
         init_weights(self.head, init, init_gain)
         self.encoder_batch_independent = _batch_independent(self.encoder)
         self.batch_independent = _batch_independent(self)
+        # the deepest map is 1x1 at the total stride, where batch norm in training needs a batch of 2 or more
+        self.min_size = self.size_multiple * (1 if self.encoder_batch_independent else 2)
         self.feature_widths = (in_channels, *info.channels)
 
     @classmethod
@@ -399,6 +402,7 @@ class TimmDiscriminator(Discriminator):
                min=1),
         SPECTRAL_NORM_OPTION,
     )
+    size_options = ("backbone", "level")
 
     def __init__(self, *, backbone: str = "resnet18", pretrained: bool = False, weights: str = "", level: int = 2,
                  in_channels: int = 3, spectral_norm: bool = False) -> None:
@@ -411,6 +415,8 @@ class TimmDiscriminator(Discriminator):
         self.head = nn.Conv2d(info.channels[level], 1, 1)
         init_weights(self.head)
         self.batch_independent = _batch_independent(self)
+        # level `level`'s map is 1x1 at its reduction; batch norm in training needs more than one value there
+        self.min_size = info.reductions[level] * (1 if self.batch_independent else 2)
         if spectral_norm:  # the backbone's convs too: pretrained weights keep their direction, scaled
             spectral_normalize(self)
 

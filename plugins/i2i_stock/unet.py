@@ -111,12 +111,14 @@ class UnetGenerator(Generator):
         ANTIALIAS_OPTION,
         *INIT_OPTIONS,
     )
+    size_options = ("downs",)
 
     def __init__(self, *, downs: int = 8, channels: int = 64, norm: str = "batch", dropout: bool = False,
                  in_channels: int = 3, out_channels: int = 3, antialias: bool = False, init: str = "normal",
                  init_gain: float = 0.02) -> None:
         super().__init__()
         self.size_multiple = 2 ** downs
+        self.min_size = 2 ** downs  # the innermost level is 1x1 then, with no norm on it
         self.batch_independent = batch_independent(norm)
         block: UnetBlock | None = None
         # Built from the innermost level outwards, each wrapping the one below it.

@@ -1,8 +1,9 @@
 """An exponential moving average of the generators' weights (Yazıcı et al., "The Unusual Effectiveness of Averaging
 in GAN Training", ICLR 2019), saved beside them in every checkpoint as `<network>.ema.safetensors`.
 
-`i2i translate`, `evaluate` and `export` use the average when a checkpoint has one (`--raw` for the trained
-weights), and report samples are drawn with it (through `TrainingContext.evaluation_weights`).
+The callback declares that variant as the weights inference uses (`weights_variant`), so `i2i translate`,
+`evaluate`, `export` and `demo` use the average (`--raw` for the trained weights); report samples are drawn with it
+(through `TrainingContext.evaluation_weights`). It reaches checkpoints only through `context.checkpoints`.
 """
 
 from __future__ import annotations
@@ -10,32 +11,20 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from i2i.storage.checkpoint import read_tensors
-from i2i.api import Callback, I2IError, Option, RunFolder, TrainingContext, toml_value
-
-VARIANT = "ema"
-
-
-class _Weights(nn.Module):
-    """A state dict standing in for a network in `checkpoint_networks`: its file holds exactly these tensors."""
-
-    def __init__(self, tensors: dict[str, Tensor]) -> None:
-        super().__init__()
-        self.tensors = tensors
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:  # type: ignore[override]
-        return dict(self.tensors)
+from i2i.api import Callback, I2IError, Option, TrainingContext, toml_value
 
 
 class EMA(Callback):
     """Keeps an exponential moving average of the generator weights; translate, evaluate and export use it."""
 
     name = "ema"
+    #: the checkpoint files of the average (<network>.ema.safetensors), which inference uses by default
+    weights_variant: ClassVar[str] = "ema"
     options = (
         Option("decay", float, 0.999, "at each update, average = decay * average + (1 - decay) * weights",
                min=0.0, max=1.0),
@@ -116,31 +105,31 @@ class EMA(Callback):
         finally:
             torch._foreach_copy_(raw, kept)
 
-    def checkpoint_networks(self, context: TrainingContext) -> dict[str, dict[str, nn.Module]]:
-        """Each generator's average, as <network>.ema.safetensors."""
+    def checkpoint_variants(self, context: TrainingContext) -> dict[str, dict[str, dict[str, Tensor]]]:
+        """Each generator's average, as <network>.<weights_variant>.safetensors."""
         # Buffers (batch-norm running statistics, ...) are the trained network's, not averaged: they are statistics
         # of the activations its raw weights produce, and an average of them would match neither those weights
         # nor the averaged ones (a run that wants statistics of the average recomputes them on data).
-        return {VARIANT: {name: _Weights({key: self.average[name].get(key, value)
-                                          for key, value in context.networks[name].state_dict().items()})
-                          for name in self.average}}
+        return {self.weights_variant: {name: {key: self.average[name].get(key, value)
+                                              for key, value in context.networks[name].state_dict().items()}
+                                       for name in self.average}}
 
     def on_checkpoint_load(self, context: TrainingContext, folder: Path) -> None:
-        """Read the averages back from the checkpoint's <network>.ema.safetensors (checksums verified)."""
+        """Read the averages back from the checkpoint's variant files (checksums verified)."""
         self.track(context)
-        listed = RunFolder.read_state(folder).get("variants", {}).get(VARIANT, {})
+        saved = context.checkpoints.read_variant(folder, self.weights_variant)
         for name, average in self.average.items():
-            if name not in listed:
+            if name not in saved:
                 warnings.warn(f"{folder.name} holds no EMA average of {name}: it starts from the checkpoint's"
                               " weights")
                 continue
-            file = folder / f"{listed[name]}.safetensors"
-            saved = read_tensors(file)
-            missing = [key for key in average if key not in saved or saved[key].shape != average[key].shape]
+            missing = [key for key in average
+                       if key not in saved[name] or saved[name][key].shape != average[key].shape]
             if missing:
-                raise I2IError(f"{file} does not fit {name}: key {missing[0]!r} is missing or of another shape")
+                raise I2IError(f"the {self.weights_variant!r} weights of {name} in {folder} do not fit it: key"
+                               f" {missing[0]!r} is missing or of another shape")
             for key, tensor in average.items():
-                tensor.copy_(saved[key])
+                tensor.copy_(saved[name][key])
 
     def state_dict(self) -> dict[str, Any]:
         """The number of averaging updates done (the averages themselves are the checkpoint's .ema files)."""

@@ -12,7 +12,7 @@ class FiniteLosses(Callback):
     """Stops training when a loss becomes NaN or infinite, naming it and the step; the last good checkpoint stays."""
 
     name = "finite"
-    order = 250  # after the checkpoint requests, so a checkpoint is never written after a bad step
+    order = 250  # after the checkpoint requests (checkpoints 200, yours default to 0): no checkpoint of a bad step
     default = True
 
     def __init__(self) -> None:
@@ -20,7 +20,8 @@ class FiniteLosses(Callback):
 
     def on_step_end(self, context: TrainingContext, losses: dict[str, Tensor]) -> None:
         """Remember, on the device and without a sync, the first bad step of each loss; check (one sync) at log
-        points and before checkpoints."""
+        points and whenever a checkpoint is written at the end of this step (context.control.checkpoint_due:
+        asked for by any callback before this one, a stop, Ctrl-C or the last step)."""
         for name, value in losses.items():
             first, seen = self.first_bad.get(name, (None, None))
             new = ~torch.isfinite(value)
@@ -29,9 +30,13 @@ class FiniteLosses(Callback):
             else:
                 new = new & (first < 0)
                 self.first_bad[name] = (torch.where(new, context.step, first), torch.where(new, value.float(), seen))
-        train = context.recipe["train"]
-        # the same decision on every process (the check gathers over them): log points, periodic checkpoints, Ctrl-C
-        if context.due(train["log_every"]) or context.due(train["checkpoint_every"]) or context.stopping:
+        log_point = context.due(context.recipe["train"]["log_every"])
+        check = log_point or context.control.checkpoint_due
+        if not log_point and context.distributed.active:
+            # the check gathers over every process, so all must decide alike; a checkpoint may be asked for on one
+            # process alone (validation measures on rank 0), hence one flag agreed on (log points are alike anyway)
+            check = context.distributed.any(check)
+        if check:
             self.check(context)
 
     def check(self, context: TrainingContext) -> None:

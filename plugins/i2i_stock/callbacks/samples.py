@@ -6,22 +6,25 @@ from typing import Any
 
 from torch.utils.data import default_collate
 
-from i2i.api import Callback, TrainingContext, save_samples
+from i2i.api import Callback, Option, TrainingContext, save_samples
 
 
 class Samples(Callback):
-    """Translates train.samples fixed held-out images per domain at every log point (shown in report.html)."""
+    """Translates `images` fixed held-out images per domain at every log point (shown in report.html)."""
 
     name = "samples"
     order = 110
     default = True
+    options = (Option("images", int, 4, "held-out images per domain translated at each log point (0: none)",
+                      min=0),)
 
-    def __init__(self) -> None:
+    def __init__(self, *, images: int = 4) -> None:
+        self.images = images
         self.items: dict[str, Any] | None = None
 
     def on_train_start(self, context: TrainingContext) -> None:
         """Take the first images of the test split (the training split when there is none)."""
-        count = context.recipe["train"]["samples"]
+        count = self.images
         if count and context.is_main:
             dataset = context.dataset
             held_out = dataset.load("test" if dataset.has_split("test") else "train", augment=False)

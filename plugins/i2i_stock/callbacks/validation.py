@@ -11,8 +11,6 @@ from torch import Tensor
 from i2i.api import (Callback, DIRECTIONS, FID_PROTOCOLS, I2IError, LOWER_IS_BETTER, Option, TrainingContext,
                     check_measurable, download_command, improves, inception_path, load_inception, measure_held_out,
                     metric_names)
-from i2i.storage.checkpoint import copy_checkpoint
-from i2i.storage.rundir import BEST
 
 _WHAT = ("set callback.validation.inception_weights (a file, or \"downloaded\") for FID and KID, or validate on"
          " paired data")
@@ -116,19 +114,19 @@ class Validation(Callback):
     def on_checkpoint_save(self, context: TrainingContext, folder: Path) -> None:
         """Copy the checkpoint of an improved step to checkpoints/best."""
         if self.copy_due and self.best_step == context.step:
-            copy_checkpoint(folder, context.folder.checkpoints_dir / BEST)
+            context.checkpoints.copy_to_best(folder)
             self.copy_due = False
 
     def on_checkpoint_load(self, context: TrainingContext, folder: Path) -> None:
         """A kill between writing the best step's checkpoint and copying it: copy it now."""
         if context.is_main and self.best_step == context.step:
-            best = context.folder.best_checkpoint()
+            best = context.checkpoints.best()
             try:
-                copied = best is not None and context.folder.read_state(best).get("step") == self.best_step
+                copied = best is not None and context.checkpoints.step_of(best) == self.best_step
             except I2IError:  # a damaged best is replaced too
                 copied = False
             if not copied:
-                copy_checkpoint(folder, context.folder.checkpoints_dir / BEST)
+                context.checkpoints.copy_to_best(folder)
 
     def state_dict(self) -> dict[str, Any]:
         """The best value and step so far, and the result not logged yet."""

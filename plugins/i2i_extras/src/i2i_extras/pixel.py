@@ -26,6 +26,8 @@ class PixelDiscriminator(Discriminator):
                  spectral_norm: bool = False, init: str = "normal", init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
+        # 1x1 convs take any size, but a norm in training needs more than one value per image (batch of one)
+        self.min_size = 1 if norm == "none" else 2
         bias = conv_bias(norm)
         # Layout, bias rule and the attribute name `net` are the reference PixelDiscriminator's, so its weights
         # (net.0.weight, ...) load unchanged; the reference also gives the last conv the norm's bias rule.

@@ -53,6 +53,7 @@ class UpsampleGenerator(Generator):
         for layer in stock.model:
             layers += resize_conv(layer, mode) if isinstance(layer, nn.ConvTranspose2d) else [layer]
         self.batch_independent = stock.batch_independent
+        self.min_size = stock.min_size  # the same encoder and residual blocks take the same sizes
         self.model = nn.Sequential(*layers)
         init_weights(self, init, init_gain)
 

@@ -1,13 +1,13 @@
-"""Translating images with a trained generator: load it from a run, a checkpoint or a file, then translate files.
+"""`i2i translate`: image files and folders in, translated images out (the input's name, format and size), and an
+index.html showing input | output. Finding and running the generator is i2i.tools.generators.
 
 Images keep their full resolution: each is reflect-padded to the generator's `size_multiple`, translated and
-cropped back. Outputs keep the input's name, and an index.html in the output folder shows input | output.
+cropped back.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -19,20 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from i2i.storage.checkpoint import STATE_FILE, STEP_DIR, VALUES_KEY, load_network
+from i2i.contract.parts import Generator
 from i2i.data.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
-from i2i.storage.atomic import atomic_file
+from i2i.data.values import ValueMap
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError, first_line
-from i2i.contract.parts import Generator
-from i2i.contract.registry import default_registry
-from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
-from i2i.data.values import ValueMap
+from i2i.storage.atomic import atomic_file
+from i2i.tools.generators import (generator_file, generator_values, in_channels, load_generator, prepare_image,
+                                  round_to, run_generator, takes_gray, to_image, to_tensor, weights_note)
 
-__all__ = ["TranslateResult", "load_generator", "output_format", "translate", "weights_note"]
+__all__ = ["TranslateResult", "load_generator", "output_format", "translate", "write_index"]
 
 # Output format by input extension: the name (extension included) stays the input's, the encoding fits it.
 _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -47,10 +45,7 @@ _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: --format of translate: the suffix outputs then get
 _FORMAT_SUFFIXES = {"png": ".png", "tiff": ".tif", "npy": ".npy", "jpeg": ".jpg"}
-_PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".bin")
 _PENDING_BATCHES = 4  # decoded images waiting for a full batch are capped at this many batches' worth
-#: the checkpoint variant (training.json "variants") used in place of a generator unless the raw weights are asked for
-EMA_VARIANT = "ema"
 
 
 @dataclass
@@ -61,133 +56,7 @@ class TranslateResult:
     index: Path
     written: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    weights: str = ""  # which weights translated, e.g. "EMA weights (G_A.ema)" (see weights_note)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Loading a generator
-
-
-def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str | torch.device = "cpu", *,
-                   raw: bool = False, which: str | None = None) -> Generator:
-    """The generator translating in `direction`, in eval mode on `device`, from a run, checkpoint or file.
-
-    CHECKPOINT is a run folder (its newest complete checkpoint is used), a checkpoint folder `step-NNNNNNNN`,
-    or one generator `.safetensors` file (e.g. from `i2i convert`), which translates the one way it was
-    trained for whatever `direction` says. A checkpoint's EMA average of the generator is used when it has one,
-    unless `raw`.
-    """
-    file = generator_file(checkpoint, direction, raw=raw, which=which)
-    meta = _part_metadata(file)
-    registry = default_registry()
-    try:
-        # The saved weights replace the starting ones, so options that only pick those (a pretrained encoder's
-        # file or download) go back to their defaults: the file may be gone, the machine offline.
-        initial = registry.initial_weight_defaults("generator", meta["name"])
-        options = {key: initial.get(key, value) for key, value in meta["options"].items()}
-        net = registry.create("generator", meta["name"], **options)
-    except I2IError as exc:
-        raise I2IError(f"cannot rebuild the generator saved in {file}: {exc}") from None
-    load_network(file, net)
-    target = device if isinstance(device, torch.device) else resolve_device(device, "--device")
-    return net.to(target).eval()
-
-
-def generator_file(checkpoint: Path | str, direction: str = "AtoB", *, raw: bool = False,
-                   which: str | None = None) -> Path:
-    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at: in a checkpoint folder
-    its EMA average (`G_A.ema.safetensors`) when training saved one, else (or with `raw`) the trained weights.
-    In a run folder, `which` picks the checkpoint: "latest" (None), "best" or "step-N"."""
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
-                       f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
-    if which not in (None, "latest") and not RunFolder.is_run(path):
-        raise I2IError(f"--checkpoint {which} picks a checkpoint of a run folder, and {path} is not one: pass the"
-                       " run folder, or leave --checkpoint out")
-    if path.is_file():
-        return path
-    if RunFolder.is_run(path):
-        newest = RunFolder(path).checkpoint(which)
-        return newest if newest.is_file() else _direction_file(newest, direction, raw)
-    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
-        return _direction_file(path, direction, raw)
-    raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
-                   f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
-
-
-def _direction_file(folder: Path, direction: str, raw: bool = False) -> Path:
-    """The generator file a checkpoint folder's training.json names for `direction` (its EMA variant unless `raw`)."""
-    state_file = folder / STATE_FILE
-    if not state_file.exists():
-        raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
-                       f" {folder / 'G_A.safetensors'}")
-    state = RunFolder.read_state(folder)
-    generators = state.get("generators")
-    if not isinstance(generators, dict) or not generators:
-        # Checkpoints of older i2i versions did not record which file translates which way.
-        raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
-                       f" it): pass the generator file itself, e.g. {folder / 'G_A.safetensors'}")
-    if direction not in generators:
-        recipe = state.get("recipe")
-        method = recipe.get("method") if isinstance(recipe, dict) else None
-        method = method.get("name") if isinstance(method, dict) else None
-        # a one-sided method (pix2pix's paired, CUT) trains one generator: say so rather than just "not there"
-        why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
-        raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
-                       f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
-    variants = state.get("variants")
-    averaged = variants.get(EMA_VARIANT) if isinstance(variants, dict) and not raw else None
-    stem = generators[direction]
-    file = folder / f"{averaged.get(stem, stem) if isinstance(averaged, dict) else stem}.safetensors"
-    if not file.is_file():
-        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its {STATE_FILE} names")
-    return file
-
-
-def weights_note(files: list[Path], raw: bool = False) -> str:
-    """Which weights generator `files` hold, for users: "EMA weights (G_A.ema)" for a run's averages, "raw weights
-    (G_A)" when they were asked for, else ""."""
-    stems = ", ".join(file.stem for file in files)
-    if any(file.stem.partition(".")[2] == EMA_VARIANT for file in files):
-        return f"EMA weights ({stems})"
-    return f"raw weights ({stems})" if raw else ""
-
-
-def _part_metadata(file: Path) -> dict[str, Any]:
-    """The part name and options a generator file records; I2IError naming the fix when it has none."""
-    convert_hint = f"convert it with `i2i convert {file} --out {file.with_suffix('.safetensors')}` first"
-    if file.suffix.lower() in _PICKLE_SUFFIXES:
-        raise I2IError(f"{file} is a PyTorch pickle, not an i2i generator file: {convert_hint}")
-    try:
-        with safe_open(file, framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise I2IError(f"cannot read generator file {file} (expected a .safetensors file): {exc}") from None
-    if "i2i.name" not in meta:
-        raise I2IError(f"{file} has no i2i metadata (i2i.kind, i2i.name, i2i.options), so the network it holds is"
-                       f" unknown: if it came from pytorch-CycleGAN-and-pix2pix, {convert_hint}")
-    if meta.get("i2i.kind", "generator") != "generator":
-        raise I2IError(f"{file} holds a {meta['i2i.kind']} ({meta['i2i.name']}), not a generator")
-    try:
-        options = json.loads(meta.get("i2i.options", "{}"))
-    except ValueError:
-        options = None
-    if not isinstance(options, dict):
-        raise I2IError(f"{file} has damaged i2i.options metadata: {meta.get('i2i.options')!r}")
-    return {"name": meta["i2i.name"], "options": options, "values": meta.get(VALUES_KEY)}
-
-
-def generator_values(file: Path) -> ValueMap | None:
-    """How the generator in `file` maps its input ("A") and output ("B") pixel values to [-1, 1], as training
-    recorded it; None for the 8-bit RGB pipeline."""
-    text = _part_metadata(file)["values"]
-    if text is None:
-        return None
-    try:
-        return ValueMap.from_json(text)
-    except (ValueError, KeyError, TypeError):
-        raise I2IError(f"{file} has damaged {VALUES_KEY} metadata: {text!r}") from None
+    weights: str = ""  # which weights translated, e.g. "EMA weights (G_A.ema)" (see generators.weights_note)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,67 +153,6 @@ def _disambiguate(jobs: list[_Job]) -> None:
 # Translating
 
 
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def prepare_image(image: Image.Image, size: int | None, multiple: int) -> Image.Image:
-    """The image at the size it is translated at: as is, or scaled so its shorter side is `size`."""
-    if size is None:
-        return image
-    w, h = image.size
-    scale = _round_to(size, multiple) / min(w, h)
-    return image.resize((_round_to(w * scale, multiple), _round_to(h * scale, multiple)), Image.BICUBIC)
-
-
-def to_tensor(image: Image.Image) -> Tensor:
-    """A PIL RGB/L image as a (C, H, W) float tensor in [-1, 1]."""
-    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    channels = len(image.getbands())
-    tensor = data.view(image.height, image.width, channels).permute(2, 0, 1).float()
-    return tensor.div_(127.5).sub_(1.0)
-
-
-def to_image(tensor: Tensor) -> Image.Image:
-    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image (RGB for 3 channels, L for 1)."""
-    array = ((tensor.float() + 1) / 2).nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    array = array.permute(1, 2, 0).contiguous().cpu().numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-
-
-def pad_to_multiple(batch: Tensor, multiple: int, minimum: int = 0) -> Tensor:
-    """Pad a (N, C, H, W) batch at the bottom and right to multiples of `multiple` (and sides of at least
-    `minimum`), mirroring the edges."""
-    h, w = batch.shape[-2:]
-    ph, pw = max(-h % multiple, minimum - h), max(-w % multiple, minimum - w)
-    ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
-    if not (ph or pw):
-        return batch
-    # Reflection needs the pad to be smaller than the side; tiny images repeat their edge instead.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(batch, (0, pw, 0, ph), mode=mode)
-
-
-@torch.inference_mode()
-def run_generator(generator: Generator, batch: Tensor) -> Tensor:
-    """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back.
-
-    A side too short for the generator's layers (a 1-pixel-wide image leaves too little after the
-    downsamplings for their padding and normalisation) is padded to twice the multiple instead.
-    """
-    h, w = batch.shape[-2:]
-    param = next(generator.parameters(), None)
-    batch = batch.to(param.device if param is not None else batch.device)
-    multiple = max(1, generator.size_multiple)
-    try:
-        output = generator(pad_to_multiple(batch, multiple))
-    except (RuntimeError, ValueError) as exc:
-        if isinstance(exc, torch.cuda.OutOfMemoryError) or min(h, w) >= 2 * multiple:
-            raise
-        output = generator(pad_to_multiple(batch, multiple, minimum=2 * multiple))
-    return output[..., :h, :w]
-
-
 def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str, direction: str = "AtoB",
               size: int | None = None, batch_size: int = 1, device: str = "auto",
               on_progress: Callable[[int, int], None] | None = None, *, raw: bool = False,
@@ -354,9 +162,9 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
     `size`, images are scaled so the shorter side is `size` (rounded to the generator's size multiple) and
     outputs have that size. Undecodable images are skipped with a warning. `on_progress(done, total)` is
-    called as images finish. An index.html in `out` shows every input beside its output. A checkpoint's EMA
-    average of the generator translates when it has one, unless `raw`. `which` picks a run folder's checkpoint
-    ("latest", "best", "step-N").
+    called as images finish. An index.html in `out` shows every input beside its output. The weights variant a
+    checkpoint's callbacks declared for inference (e.g. an EMA average) translates when it has one, unless `raw`.
+    `which` picks a run folder's checkpoint ("latest", "best", "step-N").
 
     A generator trained on data other than 8-bit RGB (its file records the run's value mapping) reads each input
     in its own depth and channels (.npy too) and writes the output in the input's dtype and format, through the
@@ -371,17 +179,16 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise I2IError(f"--out {out} is a file: pass a folder for the translated images")
-    generator = load_generator(checkpoint, direction, resolve_device(device, "--device"), raw=raw, which=which)
-    values = generator_values(generator_file(checkpoint, direction, raw=raw, which=which))
+    file = generator_file(checkpoint, direction, raw=raw, which=which)
+    generator = load_generator(file, direction, resolve_device(device, "--device"))
+    values = generator_values(file)
     jobs = _jobs(inputs, out, arrays=values is not None, fmt=fmt)
     if not jobs:
         raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
     gray = takes_gray(generator) if values is None else False
     dtypes: dict[Path, Any] = {}  # array inputs: their dtype, which their outputs keep
     multiple = max(1, generator.size_multiple)
-    result = TranslateResult(out=out, index=out / "index.html",
-                             weights=weights_note([generator_file(checkpoint, direction, raw=raw, which=which)],
-                                                  raw))
+    result = TranslateResult(out=out, index=out / "index.html", weights=weights_note([file], raw))
     out.mkdir(parents=True, exist_ok=True)
     done = 0
     pending: dict[tuple[int, int], list[tuple[_Job, Tensor]]] = {}
@@ -452,15 +259,15 @@ def _array_input(array: Any, values: ValueMap, generator: Generator, size: int |
                  source: Path) -> Tensor:
     """An (H, W, C) array input as the (C, H, W) tensor the generator takes: mapped to [-1, 1] as in training,
     scaled to `size` (bicubic, antialiased) when given; an I2IError when its channels are not the generator's."""
-    channels = _in_channels(generator)
+    channels = in_channels(generator)
     if array.shape[2] != channels:
         raise I2IError(f"{source} has {array.shape[2]} channel{'s' * (array.shape[2] != 1)} but the generator takes"
                        f" {channels}")
     tensor = values.to_network(array, "A")
     if size is not None:
         h, w = tensor.shape[1:]
-        scale = _round_to(size, multiple) / min(w, h)
-        shape = (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        scale = round_to(size, multiple) / min(w, h)
+        shape = (round_to(h * scale, multiple), round_to(w * scale, multiple))
         tensor = F.interpolate(tensor[None], size=shape, mode="bicubic", align_corners=False,
                                antialias=True)[0].clamp_(-1, 1)
     return tensor
@@ -483,21 +290,6 @@ def _write_output(target: Path, tensor: Tensor, values: ValueMap | None, dtype: 
     fmt = ARRAY_FORMATS.get(suffix, "png")
     with atomic_file(target) as f:
         write_array(f, array, fmt)
-
-
-def _in_channels(generator: Generator) -> int:
-    """The channels of the generator's first convolution (what it takes)."""
-    first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
-    return first.in_channels if first is not None else 3
-
-
-def takes_gray(generator: Generator) -> bool:
-    """Whether the generator's first conv takes one channel (then inputs are converted to gray), else RGB."""
-    channels = _in_channels(generator)
-    if channels not in (1, 3):
-        raise I2IError(f"the generator takes {channels}-channel images; translate reads images as RGB (3) or"
-                       " gray (1)")
-    return channels == 1
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""Trained generators: finding one in a run, a checkpoint or a file (and which weights variant to use), rebuilding
+it from its file's metadata, and running it on images of any size.
+
+What translate, evaluate, export, compare and demo share; the translate command itself is i2i.tools.translate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from i2i.contract.parts import Generator
+from i2i.contract.registry import default_registry
+from i2i.data.values import ValueMap
+from i2i.engine.checkpoints import VARIANTS, default_variant
+from i2i.engine.devices import resolve_device
+from i2i.errors import I2IError
+from i2i.storage.checkpoint import (NAME_KEY, OPTIONS_KEY, KIND_KEY, STATE_FILE, STEP_DIR, VALUES_KEY, PartMetadata,
+                                    load_network, network_file, read_part_metadata)
+from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
+
+__all__ = ["generator_file", "generator_values", "load_generator", "pad_to_multiple", "prepare_image",
+           "run_generator", "takes_gray", "to_image", "to_tensor", "weights_note"]
+
+_PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl", ".bin")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading a generator
+
+
+def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str | torch.device = "cpu", *,
+                   raw: bool = False, which: str | None = None) -> Generator:
+    """The generator translating in `direction`, in eval mode on `device`, from a run, checkpoint or file.
+
+    CHECKPOINT is a run folder (its newest complete checkpoint is used), a checkpoint folder `step-NNNNNNNN`,
+    or one generator `.safetensors` file (e.g. from `i2i convert`), which translates the one way it was
+    trained for whatever `direction` says. A checkpoint's weights variant that its callbacks declared for
+    inference (e.g. an EMA average) is used when it has one, unless `raw`.
+    """
+    file = generator_file(checkpoint, direction, raw=raw, which=which)
+    meta = _generator_metadata(file)
+    registry = default_registry()
+    try:
+        # The saved weights replace the starting ones, so options that only pick those (a pretrained encoder's
+        # file or download) go back to their defaults: the file may be gone, the machine offline.
+        options = registry.without_starting_weights("generator", meta.name, meta.options)
+        net = registry.create("generator", meta.name, **options)
+    except I2IError as exc:
+        raise I2IError(f"cannot rebuild the generator saved in {file}: {exc}") from None
+    load_network(file, net)
+    target = device if isinstance(device, torch.device) else resolve_device(device, "--device")
+    return net.to(target).eval()
+
+
+def generator_file(checkpoint: Path | str, direction: str = "AtoB", *, raw: bool = False,
+                   which: str | None = None) -> Path:
+    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at: in a checkpoint folder
+    the variant its callbacks declared for inference (e.g. `G_A.ema.safetensors`) when it holds one, else (or with
+    `raw`) the trained weights. In a run folder, `which` picks the checkpoint: "latest" (None), "best" or "step-N"."""
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
+                       f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
+    if which not in (None, "latest") and not RunFolder.is_run(path):
+        raise I2IError(f"--checkpoint {which} picks a checkpoint of a run folder, and {path} is not one: pass the"
+                       " run folder, or leave --checkpoint out")
+    if path.is_file():
+        return path
+    if RunFolder.is_run(path):
+        newest = RunFolder(path).checkpoint(which)
+        return newest if newest.is_file() else _direction_file(newest, direction, raw)
+    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
+        return _direction_file(path, direction, raw)
+    raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
+                   f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
+
+
+def _direction_file(folder: Path, direction: str, raw: bool = False) -> Path:
+    """The generator file a checkpoint folder's training.json names for `direction` (its inference variant unless
+    `raw`)."""
+    state_file = folder / STATE_FILE
+    if not state_file.exists():
+        raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
+                       f" {network_file(folder, 'G_A')}")
+    state = RunFolder.read_state(folder)
+    generators = state.get("generators")
+    if not isinstance(generators, dict) or not generators:
+        # Checkpoints of older i2i versions did not record which file translates which way.
+        raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
+                       f" it): pass the generator file itself, e.g. {network_file(folder, 'G_A')}")
+    if direction not in generators:
+        recipe = state.get("recipe")
+        method = recipe.get("method") if isinstance(recipe, dict) else None
+        method = method.get("name") if isinstance(method, dict) else None
+        # a one-sided method (pix2pix's paired, CUT) trains one generator: say so rather than just "not there"
+        why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
+        raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
+                       f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
+    stem = generators[direction]
+    variant = "" if raw else default_variant(state)
+    variants = state.get(VARIANTS)
+    files = variants.get(variant) if isinstance(variants, dict) and variant else None
+    file = network_file(folder, files.get(stem, stem) if isinstance(files, dict) else stem)
+    if not file.is_file():
+        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its {STATE_FILE} names")
+    return file
+
+
+def weights_note(files: list[Path], raw: bool = False) -> str:
+    """Which weights generator `files` hold, for users: "EMA weights (G_A.ema)" for a variant's files
+    (<network>.<variant>.safetensors, the variant in capitals), "raw weights (G_A)" when those were asked for,
+    else ""."""
+    stems = ", ".join(file.stem for file in files)
+    variants = [variant for file in files if (variant := file.stem.partition(".")[2])]
+    if variants:
+        return f"{variants[0].upper()} weights ({stems})"
+    return f"raw weights ({stems})" if raw else ""
+
+
+def _generator_metadata(file: Path) -> PartMetadata:
+    """The part a generator file records; I2IError naming the fix when it has none or holds another kind."""
+    convert_hint = f"convert it with `i2i convert {file} --out {file.with_suffix('.safetensors')}` first"
+    if file.suffix.lower() in _PICKLE_SUFFIXES:
+        raise I2IError(f"{file} is a PyTorch pickle, not an i2i generator file: {convert_hint}")
+    meta = read_part_metadata(file, "generator")
+    if meta is None:
+        raise I2IError(f"{file} has no i2i metadata ({KIND_KEY}, {NAME_KEY}, {OPTIONS_KEY}), so the network it holds"
+                       f" is unknown: if it came from pytorch-CycleGAN-and-pix2pix, {convert_hint}")
+    if meta.kind != "generator":
+        raise I2IError(f"{file} holds a {meta.kind} ({meta.name}), not a generator")
+    return meta
+
+
+def generator_values(file: Path) -> ValueMap | None:
+    """How the generator in `file` maps its input ("A") and output ("B") pixel values to [-1, 1], as training
+    recorded it; None for the 8-bit RGB pipeline."""
+    text = _generator_metadata(file).values
+    if text is None:
+        return None
+    try:
+        return ValueMap.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        raise I2IError(f"{file} has damaged {VALUES_KEY} metadata: {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running a generator
+
+
+def round_to(value: float, multiple: int) -> int:
+    """`value` rounded to a multiple of `multiple` (at least `multiple`)."""
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def prepare_image(image: Image.Image, size: int | None, multiple: int) -> Image.Image:
+    """The image at the size it is translated at: as is, or scaled so its shorter side is `size`."""
+    if size is None:
+        return image
+    w, h = image.size
+    scale = round_to(size, multiple) / min(w, h)
+    return image.resize((round_to(w * scale, multiple), round_to(h * scale, multiple)), Image.BICUBIC)
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """A PIL RGB/L image as a (C, H, W) float tensor in [-1, 1]."""
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    channels = len(image.getbands())
+    tensor = data.view(image.height, image.width, channels).permute(2, 0, 1).float()
+    return tensor.div_(127.5).sub_(1.0)
+
+
+def to_image(tensor: Tensor) -> Image.Image:
+    """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image (RGB for 3 channels, L for 1)."""
+    array = ((tensor.float() + 1) / 2).nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+    array = array.permute(1, 2, 0).contiguous().cpu().numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def pad_to_multiple(batch: Tensor, multiple: int, minimum: int = 0) -> Tensor:
+    """Pad a (N, C, H, W) batch at the bottom and right to multiples of `multiple` (and sides of at least
+    `minimum`), mirroring the edges."""
+    h, w = batch.shape[-2:]
+    ph, pw = max(-h % multiple, minimum - h), max(-w % multiple, minimum - w)
+    ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
+    if not (ph or pw):
+        return batch
+    # Reflection needs the pad to be smaller than the side; tiny images repeat their edge instead.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(batch, (0, pw, 0, ph), mode=mode)
+
+
+@torch.inference_mode()
+def run_generator(generator: Generator, batch: Tensor) -> Tensor:
+    """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back.
+
+    A side too short for the generator's layers (a 1-pixel-wide image leaves too little after the
+    downsamplings for their padding and normalisation) is padded to twice the multiple instead.
+    """
+    h, w = batch.shape[-2:]
+    param = next(generator.parameters(), None)
+    batch = batch.to(param.device if param is not None else batch.device)
+    multiple = max(1, generator.size_multiple)
+    try:
+        output = generator(pad_to_multiple(batch, multiple))
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or min(h, w) >= 2 * multiple:
+            raise
+        output = generator(pad_to_multiple(batch, multiple, minimum=2 * multiple))
+    return output[..., :h, :w]
+
+
+def in_channels(generator: Generator) -> int:
+    """The channels of the generator's first convolution (what it takes)."""
+    first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    return first.in_channels if first is not None else 3
+
+
+def takes_gray(generator: Generator) -> bool:
+    """Whether the generator's first conv takes one channel (then inputs are converted to gray), else RGB."""
+    channels = in_channels(generator)
+    if channels not in (1, 3):
+        raise I2IError(f"the generator takes {channels}-channel images; translate reads images as RGB (3) or"
+                       " gray (1)")
+    return channels == 1
