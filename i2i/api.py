@@ -37,7 +37,8 @@ What methods, schedules and callbacks are given:
 
 Declaring and registering:
 
-- ``Option``: one declared option (name, type, default, help; ``choices``, ``min``, ``max``, ``init_only``).
+- ``Option``: one declared option (name, type, default, help; ``choices``, ``min``, ``max``, ``init_only``,
+  ``replaces``: a deprecated recipe key it took over, which keeps working with a warning).
 - ``hookimpl``: marks a module's hook functions, e.g. ``@hookimpl def i2i_generators(): return [MyGen]``.
 - ``I2IError``: the error for a mistake the user can fix; one line naming the option, file or value.
 - ``create``: builds an installed part by kind and name, e.g. to build on a stock network.

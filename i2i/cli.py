@@ -177,6 +177,8 @@ def info(kind: str, name: str) -> None:
             limits.append(f">= {o.min}")
         if o.max is not None:
             limits.append(f"<= {o.max}")
+        if o.replaces:
+            limits.append(f"was {o.replaces}, still accepted")
         text = o.help + (f" ({'; '.join(limits)})" if limits else "")
         table.add_row(o.name, o.type_name, toml_value(o.default), text)
     stdout.print(table)

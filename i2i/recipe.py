@@ -44,10 +44,8 @@ TRAIN = OptionSet((
     Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
 ))
-#: [train] keys that moved into the table of the callback they steer: old key -> (callback, its option). The old
-#: keys still work, with one deprecation warning each naming the new key.
-MOVED_TRAIN_KEYS = {"checkpoint_every": ("checkpoints", "every"), "keep_checkpoints": ("checkpoints", "keep"),
-                    "samples": ("samples", "images")}
+#: the [train] keys of today; others a recipe gives there may have moved to a callback's table (Option.replaces)
+TRAIN_KEYS = frozenset(TRAIN.names())
 FIXED_TABLES = {"run": RUN, "train": TRAIN}
 TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "augment", "optim", "schedule",
           "callback", "train")
@@ -171,8 +169,8 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     """Read, override and resolve a recipe file (for --resume, starting-weight files are not required)."""
     path = Path(path)
     registry = registry or default_registry()
-    original = _move_train_keys(read_toml(path), f"{path}: ")
-    overrides = [_move_override(text) for text in overrides]
+    original = _move_train_keys(read_toml(path), registry, f"{path}: ")
+    overrides = [_move_override(text, registry) for text in overrides]
     tree = apply_overrides(original, overrides)
     try:
         notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
@@ -183,14 +181,29 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     return recipe
 
 
-def _move_train_keys(tree: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """`tree` with the deprecated [train] keys of MOVED_TRAIN_KEYS moved to their callbacks' tables (a copy when
-    any moves), each with a warning naming the new key; shapes that are not tables are left for `resolve`."""
+def moved_train_keys(registry: Registry) -> dict[str, tuple[str, str]]:
+    """The deprecated [train] keys installed callbacks took over, {old key: (callback, option)}: what each callback
+    option declares it `replaces` (e.g. the stock checkpoints callback's `every`, train.checkpoint_every)."""
+    moved = {}
+    for name in registry.available("callback"):
+        for option in registry.info("callback", name).cls.options:
+            table, _, key = option.replaces.partition(".")
+            if table == "train" and key:
+                moved[key] = (name, option.name)
+    return moved
+
+
+def _move_train_keys(tree: dict[str, Any], registry: Registry, where: str = "") -> dict[str, Any]:
+    """`tree` with the deprecated [train] keys that callbacks took over moved to their tables (a copy when any
+    moves), each with a warning naming the new key; shapes that are not tables are left for `resolve`."""
     train, callbacks = tree.get("train"), tree.get("callback", {})
-    if not isinstance(train, dict) or not isinstance(callbacks, dict) or not set(train) & set(MOVED_TRAIN_KEYS):
+    if not isinstance(train, dict) or not isinstance(callbacks, dict) or set(train) <= TRAIN_KEYS:
+        return tree
+    moved = moved_train_keys(registry)
+    if not set(train) & set(moved):
         return tree
     tree = {**tree, "train": dict(train), "callback": dict(callbacks)}
-    for old, (name, key) in MOVED_TRAIN_KEYS.items():
+    for old, (name, key) in moved.items():
         if old not in train:
             continue
         value = tree["train"].pop(old)
@@ -206,16 +219,19 @@ def _move_train_keys(tree: dict[str, Any], where: str = "") -> dict[str, Any]:
     return tree
 
 
-def _move_override(text: str) -> str:
+def _move_override(text: str, registry: Registry) -> str:
     """A `--set train.OLD=V` of a deprecated key as the `--set` of its new key (with a warning); others as given."""
     key, sep, raw = text.partition("=")
     path = [part.strip() for part in key.split(".")]
-    if not sep or len(path) != 2 or path[0] != "train" or path[1] not in MOVED_TRAIN_KEYS:
+    if not sep or len(path) != 2 or path[0] != "train" or path[1] in TRAIN_KEYS:
         return text
-    name, option = MOVED_TRAIN_KEYS[path[1]]
-    moved = f"callback.{name}.{option}={raw}"
-    warnings.warn(f"--set {text.strip()} is deprecated: use --set {moved.strip()}", FutureWarning, stacklevel=3)
-    return moved
+    moved = moved_train_keys(registry)
+    if path[1] not in moved:
+        return text
+    name, option = moved[path[1]]
+    new = f"callback.{name}.{option}={raw}"
+    warnings.warn(f"--set {text.strip()} is deprecated: use --set {new.strip()}", FutureWarning, stacklevel=3)
+    return new
 
 
 def component_tables(registry: Registry) -> tuple[str, ...]:
@@ -293,7 +309,7 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
             initial_weights: bool = True) -> Recipe:
     """Check a recipe tree against the installed parts and fill in every default."""
     registry = registry or default_registry()
-    tree = _move_train_keys(tree)
+    tree = _move_train_keys(tree, registry)
     components = component_tables(registry)
     for key, value in tree.items():
         if key not in TABLES and key not in components:

@@ -243,3 +243,47 @@ def test_the_trainer_leaves_the_process_group_it_joined_however_it_ends(tmp_path
         with pytest.raises(I2IError, match="split = 'nope'|became"):
             Trainer(recipe, tmp_path / "run").run()
     assert calls == ["start", "stop"]
+
+
+def test_which_train_keys_moved_is_what_callbacks_declare(recwarn):
+    """The core knows no callback's name: a callback option that `replaces` an old [train] key takes it over, a
+    third party's as the stock checkpoints callback's `every` does."""
+    import i2i
+    from i2i.api import Callback, Option
+    from i2i.contract.registry import default_registry
+    from i2i.recipe import load_recipe, moved_train_keys
+
+    class Pacer(Callback):
+        """A callback whose `every` was once the (made-up) [train] key pace_every."""
+
+        name = "test_pacer"
+        options = (Option("every", int, 5, "steps between paces", min=1, replaces="train.pace_every"),)
+
+        def __init__(self, *, every: int = 5) -> None:
+            self.every = every
+
+    class Plugin:
+        @i2i.hookimpl
+        def i2i_callbacks(self):
+            return [Pacer]
+
+    registry = default_registry()
+    registry.register(Plugin(), name="test-pacer")
+    try:
+        assert moved_train_keys(registry) == {"checkpoint_every": ("checkpoints", "every"),
+                                              "keep_checkpoints": ("checkpoints", "keep"),
+                                              "samples": ("samples", "images"),
+                                              "pace_every": ("test_pacer", "every")}
+        recipe = load_recipe(RECIPES / "quickstart.toml", ["train.pace_every=3"], registry=registry)
+        assert recipe["callback"]["test_pacer"] == {"enabled": True, "every": 3}
+        assert "pace_every" not in recipe["train"]
+        assert [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)] == [
+            "--set train.pace_every=3 is deprecated: use --set callback.test_pacer.every=3"]
+    finally:
+        registry.manager.unregister(name="test-pacer")
+        registry._parts = None
+
+
+def test_info_says_which_old_key_an_option_replaced(cli):
+    result = cli("info", "callback", "checkpoints")
+    assert result.code == 0 and "train.checkpoint_every" in result.out and "train.keep_checkpoints" in result.out

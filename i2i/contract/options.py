@@ -28,6 +28,9 @@ class Option:
     #: network rebuilt to receive saved weights (i2i translate, evaluate) takes the default instead, so it needs
     #: neither that file nor a download
     init_only: bool = False
+    #: a deprecated recipe key this option took over (e.g. "train.checkpoint_every" for a callback's `every`): the
+    #: old key keeps working, moved here, with one warning naming this option's key
+    replaces: str = ""
 
     @property
     def type_name(self) -> str:

@@ -18,9 +18,10 @@ class Checkpoints(Callback):
     name = "checkpoints"
     order = 200
     default = True
-    options = (Option("every", int, 1000, "steps between periodic checkpoints (0: only the final one)", min=0),
+    options = (Option("every", int, 1000, "steps between periodic checkpoints (0: only the final one)", min=0,
+                      replaces="train.checkpoint_every"),
                Option("keep", int, 3, "periodic checkpoints kept, newest first (0: all); the final one stays",
-                      min=0))
+                      min=0, replaces="train.keep_checkpoints"))
 
     def __init__(self, *, every: int = 1000, keep: int = 3) -> None:
         self.every, self.keep = every, keep

@@ -16,7 +16,7 @@ class Samples(Callback):
     order = 110
     default = True
     options = (Option("images", int, 4, "held-out images per domain translated at each log point (0: none)",
-                      min=0),)
+                      min=0, replaces="train.samples"),)
 
     def __init__(self, *, images: int = 4) -> None:
         self.images = images
