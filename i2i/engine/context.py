@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from i2i.contract.callbacks import RunCheckpoints
 from i2i.contract.parts import Dataset, Method
 from i2i.engine.distributed import Distributed
 from i2i.engine.events import Events
@@ -73,8 +74,10 @@ class Context:
 
     def __init__(self, *, recipe: Recipe, folder: RunFolder, method: Method, networks: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], dataset: Dataset, device: torch.device,
-                 distributed: Distributed, state: LoopState, steps_per_epoch: int, events: Events) -> None:
+                 distributed: Distributed, state: LoopState, steps_per_epoch: int, events: Events,
+                 checkpoints: RunCheckpoints) -> None:
         self.recipe, self.folder, self.method, self.networks = recipe, folder, method, networks
+        self.checkpoints = checkpoints  # the checkpoint owner's face for callbacks
         self.optimizers, self.dataset, self.device, self.distributed = optimizers, dataset, device, distributed
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = 0  # set by the trainer once it knows where training stands (again after a resume)

@@ -77,17 +77,17 @@ class Trainer:
         self._seed_rank(0)
 
         self.state, self.meter = LoopState(), LossMeter(self.device)
-        self.context = Context(recipe=recipe, folder=self.folder, method=self.method, networks=self.networks,
-                               optimizers=self.optimizers, dataset=self.data.dataset, device=self.device,
-                               distributed=self.distributed, state=self.state,
-                               steps_per_epoch=self.data.steps_per_epoch, events=self.events)
-        self.control = self.context.control
         # the one owner of the checkpoints; every stateful piece is declared by what holds it (see stateful())
         self.checkpoints = Checkpoints(self.folder, recipe, self.method, self.builder, self.device, loop=self.state,
                                        sources=(self, self.stepper, self.method, self.builder),
                                        callbacks=self.events.callbacks, processes=self.distributed.world_size,
                                        final_step=lambda: self.total_steps)
-        self.context.checkpoints = self.checkpoints  # what callbacks reach of it (RunCheckpoints)
+        self.context = Context(recipe=recipe, folder=self.folder, method=self.method, networks=self.networks,
+                               optimizers=self.optimizers, dataset=self.data.dataset, device=self.device,
+                               distributed=self.distributed, state=self.state,
+                               steps_per_epoch=self.data.steps_per_epoch, events=self.events,
+                               checkpoints=self.checkpoints)
+        self.control = self.context.control
         self.total_steps = self._plan_total_steps()
         if self.total_steps == 0:
             raise I2IError("nothing to train: train.epochs + train.decay_epochs is 0 and train.max_steps is 0")
