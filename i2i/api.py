@@ -60,6 +60,8 @@ Network building blocks (what the stock networks are built from):
 - ``norm_layer(name)``: a factory building that normalization layer for a number of channels.
 - ``SyncBatchNorm2d``: batch norm over the global batch of a torchrun run, on GPUs and CPUs.
 - ``batch_independent(norm)``: whether a net normalized by ``norm`` treats each image on its own.
+- ``instance_norms(net)``: a net's instance norms, what ``Generator.tile_norms`` returns for the stock networks
+  (None when it also holds a norm tiled translation cannot give whole-image statistics, e.g. GroupNorm).
 - ``conv_bias(norm)``: whether convs followed by ``norm`` get a bias (the reference code's rule).
 - ``INIT_OPTIONS``, ``INITS``: the ``init`` and ``init_gain`` options, and the init names.
 - ``init_weights(net, kind, gain)``: initialize conv/linear and batch-norm weights as the CycleGAN reference.
@@ -150,7 +152,8 @@ from i2i.data.images import (IMAGE_EXTENSIONS, ImageFiles, image_opens, list_ima
                         transform_images)
 from i2i.nn.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, MAX_WIDTH_MULT, NORM_OPTION, NORMS,
                         SPECTRAL_NORM_OPTION, BlurDownsample, BlurUpsample, SyncBatchNorm2d, batch_independent,
-                        conv_bias, init_weights, norm_layer, norm_option, spectral_normalize, stage_width)
+                        conv_bias, init_weights, instance_norms, norm_layer, norm_option, spectral_normalize,
+                        stage_width)
 from i2i.contract.callbacks import Callback, RunCheckpoints, TrainingContext, TrainingControl
 from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Loss, LossSlot,
                                 Method, Optimizer, Part, PartFactory, ReconstructionLoss, Schedule, ScheduleClock,
@@ -170,7 +173,7 @@ __all__ = [
     "RunFolder", "RunCheckpoints",
     # network building blocks
     "NORM_OPTION", "norm_option", "NORMS", "BATCH_NORMS", "norm_layer", "SyncBatchNorm2d", "batch_independent",
-    "conv_bias", "INIT_OPTIONS", "INITS", "init_weights", "stage_width", "MAX_WIDTH_MULT",
+    "conv_bias", "instance_norms", "INIT_OPTIONS", "INITS", "init_weights", "stage_width", "MAX_WIDTH_MULT",
     "SPECTRAL_NORM_OPTION", "spectral_normalize", "ANTIALIAS_OPTION", "BlurDownsample", "BlurUpsample",
     # image files
     "read_image", "list_images", "IMAGE_EXTENSIONS", "image_opens", "ImageFiles", "transform_image",

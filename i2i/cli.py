@@ -13,11 +13,12 @@ from typing import Callable, Iterator
 import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, \
-    TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+    TaskID, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
 from i2i.errors import I2IError, Interrupted
+from i2i.tiles import BLENDS, NORM_STATS
 from i2i.contract.options import closest, toml_value
 
 stderr = Console(stderr=True)
@@ -104,6 +105,36 @@ def _progress_bar(label: str, *columns: ProgressColumn) -> Iterator[Callable[[in
 def counting_progress(label: str) -> AbstractContextManager[Callable[[int, int], None]]:
     """A progress bar for `done of total` items: count, elapsed time and ETA."""
     return _progress_bar(label, MofNCompleteColumn(), TimeElapsedColumn())
+
+
+@contextmanager
+def translate_progress() -> Iterator[tuple[Callable[[int, int], None], Callable[[str, int, int], None]]]:
+    """Progress of `i2i translate`: images done of total, and the tiles of a tiled image (with their own ETA)."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=stderr)
+    images = bar.add_task("translate", total=None)
+    tiles: dict[str, TaskID] = {}
+
+    def show(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(images, completed=done, total=total)
+
+    def show_tiles(name: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if name not in tiles:
+            for finished in tiles.values():
+                bar.remove_task(finished)
+            tiles.clear()
+            tiles[name] = bar.add_task(f"tiles of {Path(name).name}", total=total)
+        bar.update(tiles[name], completed=done, total=total)
+
+    try:
+        yield show, show_tiles
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def byte_progress(label: str) -> AbstractContextManager[Callable[[int, int | None], None]]:
@@ -201,21 +232,46 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="full resolution",
               help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Images of equal size translated together.")
+              help="Images of equal size translated together (tiles, for tiled images).")
 @click.option("--format", "fmt", type=click.Choice(["png", "tiff", "npy", "jpeg"]), default=None,
               show_default="each input's own", help="Write every output in this format.")
 @checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @raw_option
+@click.option("--tile", type=click.IntRange(min=0), default=None, metavar="N", show_default="over the budget",
+              help="Translate images larger than N x N px in N px tiles (0: never tile).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PX",
+              show_default="64, at most a quarter of the tile",
+              help="Pixels neighbouring tiles share, blended.")
+@click.option("--blend", type=click.Choice(list(BLENDS)), default="cosine", show_default=True,
+              help="How overlapping tiles are blended.")
+@click.option("--norm-stats", type=click.Choice(list(NORM_STATS)), default="thumbnail", show_default=True,
+              help="Instance-norm statistics of tiles: the whole image's (exact, one pass per norm layer), a"
+                   " downscaled copy's, or each tile's own.")
+@click.option("--memory-budget", type=float, default=None, metavar="GB", show_default="half the free memory",
+              help="Images needing more to translate whole are tiled (GiB).")
+@click.option("--thumbnail", type=click.IntRange(min=1), default=1024, show_default=True, metavar="PX",
+              help="Longest side of the copy --norm-stats thumbnail takes statistics from.")
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
-              batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool) -> None:
-    """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors)."""
+              batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool, tile: int | None,
+              overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, thumbnail: int) -> None:
+    """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors).
+
+    Images over the memory budget (or --tile) are translated in overlapping tiles, blended without seams, with the
+    whole image's instance-norm statistics; TIFFs are then read and written window by window (GeoTIFFs keep their
+    georeference).
+    """
+    from i2i.tiles.plan import Tiling
     from i2i.tools.translate import translate as run_translation
 
-    with counting_progress("translate") as show:
+    tiling = Tiling(tile=tile, overlap=overlap, blend=blend, norm_stats=norm_stats, memory_budget=memory_budget,
+                    thumbnail=thumbnail)
+    with translate_progress() as (show, show_tiles):
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
                                  batch_size=batch_size, device=device, on_progress=show, which=which, raw=raw,
-                                 fmt=fmt)
+                                 fmt=fmt, tiling=tiling, on_tiles=show_tiles,
+                                 on_note=lambda text: stderr.print(f"note: {text}", highlight=False, markup=False,
+                                                                   soft_wrap=True))
     skipped = f", {len(result.skipped)} skipped (see the warnings above)" if result.skipped else ""
     count = len(result.written)
     weights = f" with the {result.weights}" if result.weights else ""
@@ -377,8 +433,11 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
 @checkpoint_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @raw_option
+@click.option("--tile", type=click.IntRange(min=0), default=None, metavar="N", show_default="over the budget",
+              help="Translate images larger than N x N px in N px tiles, as translate does (0: never tile).")
 def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, fid: str | None,
-             batch_size: int, size: int | None, device: str, which: str | None, raw: bool) -> None:
+             batch_size: int, size: int | None, device: str, which: str | None, raw: bool,
+             tile: int | None) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
     from i2i.storage.cache import inception_path
     from i2i.tools.evaluate import evaluate as run_evaluation
@@ -388,7 +447,7 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
     with counting_progress("evaluate") as show:
         report = run_evaluation(run_dir, data, split=split, inception_weights=inception_weights,
                                 batch_size=batch_size, device=device, size=size, on_progress=show, which=which,
-                                raw=raw, fid=fid)
+                                raw=raw, fid=fid, tile=tile)
     columns = [c for c in ("images", "l1", "psnr", "ssim", "cycle_l1", "fid", "kid", "kid_std")
                if any(c in m for m in report["metrics"].values())]
     table = Table(box=None, header_style="bold")

@@ -68,7 +68,9 @@ def check_part(kind: str, name: str, /, *, registry: Registry | None = None, siz
       smallest side declared, in training);
       batch_independent holds; options_from_state_dict, if it recognises the part's own weights, rebuilds it;
       encode(), if feature_channels() is implemented, gives finite maps of the declared channels for every
-      layer, in the order asked, with gradients, and default_feature_layers() are among the layers.
+      layer, in the order asked, with gradients, and default_feature_layers() are among the layers; tile_norms(),
+      if not None, lists every instance norm of the net (its own submodules), and normalizing them with the
+      statistics tiling records gives the plain forward's output.
     - discriminator: finite scores with the batch dimension first; gradients; batch_independent holds; a
       declared min_size is taken, as for generators;
       features(), if implemented, is a list of finite maps.
@@ -269,6 +271,7 @@ def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) 
     _check_gradients(net, output, label)
     if type(net).feature_channels is not Generator.feature_channels:
         _check_encoder_features(net, images, label)
+    _check_tile_norms(net, images, label)
     found = type(net).options_from_state_dict(net.state_dict())
     if found is not None:
         # A part that recognises state dicts must at least recognise its own, rebuilding the same network.
@@ -277,6 +280,34 @@ def _check_generator(net: Any, label: str, size: int, resolved: dict[str, Any]) 
         except (RuntimeError, TypeError) as exc:
             raise AssertionError(f"{label}: options_from_state_dict gave {found}, which does not load the"
                                  f" part's own weights: {exc}") from None
+
+
+def _check_tile_norms(net: Generator, images: Tensor, label: str) -> None:
+    """tile_norms() lists the net's own instance norms, all of them, and tiling's statistics reproduce them."""
+    from i2i.tiles.norms import NormControl
+
+    declared = net.tile_norms()
+    if declared is None:
+        return
+    own = {id(m) for m in net.modules()}
+    _expect(all(id(m) in own and isinstance(m, nn.InstanceNorm2d) for m in declared), label,
+            "tile_norms() must list nn.InstanceNorm2d modules of the generator itself")
+    listed = {id(m) for m in declared}
+    missed = [name for name, m in net.named_modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)
+              and id(m) not in listed and not m.track_running_stats]
+    _expect(not missed, label, f"tile_norms() leaves out the instance norms {', '.join(missed)}: tiles would be"
+                               " normalized on their own there")
+    training = net.training
+    net.eval()
+    with torch.no_grad():
+        plain = net(images[:1])
+        control = NormControl(list(declared), recording=True)
+        with control.active():
+            recorded = net(images[:1])
+    net.train(training)
+    _expect(torch.allclose(plain, recorded, atol=1e-4), label,
+            "normalizing tile_norms() with the statistics tiling records changes the output: are they all plain"
+            " instance norms over height and width?")
 
 
 def _check_encoder_features(net: Generator, images: Tensor, label: str) -> None:

@@ -118,6 +118,15 @@ def test_paired_run_on_an_aligned_folder(cli, tmp_path: Path) -> None:
     assert saved["metrics"]["AtoB"]["images"] == 4 and saved["data"]["dataset"] == "synthetic"
     assert saved["data"]["load_size"] == saved["data"]["crop_size"] == 24
 
+    # images larger than --tile are translated in tiles (as i2i translate does): close to the whole-image scores
+    whole = cli("evaluate", run, "--size", "64")
+    assert whole.code == 0, whole.err
+    untiled = json.loads((run / "metrics.json").read_text())["metrics"]["AtoB"]
+    tiled = cli("evaluate", run, "--size", "64", "--tile", "32")
+    assert tiled.code == 0, tiled.err
+    found = json.loads((run / "metrics.json").read_text())["metrics"]["AtoB"]
+    assert found["images"] == 4 and found != untiled and abs(found["l1"] - untiled["l1"]) < 0.05
+
 
 def test_psnr_ssim_l1_known_values() -> None:
     torch.manual_seed(0)

@@ -108,6 +108,22 @@ class Generator(Part, nn.Module):
         self.feature_channels()  # raises the error above for a generator that does not implement the interface
         raise NotImplementedError(f"generator {self.name!r} declares feature_channels but not encode")
 
+    # -- tiled translation of large images (`i2i translate --tile`) ------------------------------------------
+
+    def tile_norms(self) -> list[nn.Module] | None:
+        """Every module of this generator that normalizes with statistics of the image it is given, in forward
+        order, or None when it cannot say (the default).
+
+        Tiled translation runs an image in pieces; instance norm would then take each tile's own mean and
+        variance, and neighbouring tiles would come out in different colours. The modules listed here get the
+        whole image's statistics instead (`--norm-stats image` or `thumbnail`): each must be an
+        `nn.InstanceNorm2d` (per image and channel, over height and width). Return [] for a generator without
+        such layers (batch norm in eval mode needs nothing); `instance_norms(self)` (i2i.api) lists a network's
+        instance norms, and is right unless some normalization happens outside modules (F.instance_norm,
+        GroupNorm), which cannot be given other statistics: then return None, and tiles keep their own.
+        """
+        return None
+
 
 class Discriminator(Part, nn.Module):
     """Scores a batch of images; returns raw (pre-activation) scores, one per image or per patch.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import stat
 import warnings
 import zlib
@@ -153,6 +154,14 @@ def _reason(exc: BaseException, path: Path | str) -> str:
         return "no such file (or a broken link)"
     if isinstance(exc, NotAFileError):
         return str(exc)
+    if isinstance(exc, Image.DecompressionBombError):
+        # PNG and JPEG are decoded whole; a TIFF is read a window at a time, so any size works
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f" ({_megapixels(int(pixels.group(1)))} megapixels)" if pixels else ""
+        return (f"the image{count} is over PIL's decompression bomb limit of"
+                f" {_megapixels(2 * Image.MAX_IMAGE_PIXELS)} megapixels for files decoded whole: to translate it,"
+                " save it as a tiled TIFF (e.g. `vips tiffsave IN OUT.tif --tile --bigtiff` or `gdal_translate -co"
+                " TILED=YES IN OUT.tif`), which i2i reads window by window")
     if isinstance(exc, UnidentifiedImageError):
         try:
             if os.path.getsize(path) == 0:
@@ -163,6 +172,11 @@ def _reason(exc: BaseException, path: Path | str) -> str:
     if isinstance(exc, OSError) and exc.strerror:  # errno errors: str() would repeat the path
         return _sentence(exc.strerror)
     return _sentence(str(exc)) or type(exc).__name__
+
+
+def _megapixels(pixels: int) -> str:
+    """A pixel count in megapixels for messages: 179, 0.0036."""
+    return f"{pixels / 1e6:.0f}" if pixels >= 1e6 else f"{pixels / 1e6:.2g}"
 
 
 def _sentence(text: str) -> str:
@@ -294,6 +308,11 @@ def _tiff_array(file: BinaryIO, name: str) -> np.ndarray:
         raise ValueError(f"the TIFF's first image has axes {axes}, not Y and X")
     data = np.moveaxis(data, (axes.index("Y"), axes.index("X")), (0, 1))
     data = data.reshape(data.shape[0], data.shape[1], -1)
+    return _orient(_stored_to_pixels(data, photometric, bits), orientation)
+
+
+def _stored_to_pixels(data: np.ndarray, photometric: int, bits: int) -> np.ndarray:
+    """A TIFF's stored samples as read_array gives them (whole, or a window of them)."""
     if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
         # 0 is white in these (fax-style scans): inverted so that larger is brighter, as PIL shows them
         if data.dtype == np.bool_:
@@ -301,8 +320,8 @@ def _tiff_array(file: BinaryIO, name: str) -> np.ndarray:
         elif data.dtype.kind == "u":
             data = data.dtype.type((1 << bits) - 1) - data
     if data.dtype == np.bool_:
-        data = data.astype(np.uint8) * 255  # bilevel: black and white as 0 and 255, like PIL's mode "1"
-    return _orient(data, orientation)
+        return data.astype(np.uint8) * 255  # bilevel: black and white as 0 and 255, like PIL's mode "1"
+    return data
 
 
 def _image_array(file: BinaryIO) -> np.ndarray:

@@ -22,7 +22,8 @@ from i2i.contract.options import Option
 
 __all__ = ["ANTIALIAS_OPTION", "BATCH_NORMS", "BlurDownsample", "BlurUpsample", "INITS", "INIT_OPTIONS",
            "MAX_WIDTH_MULT", "NORMS", "NORM_OPTION", "SPECTRAL_NORM_OPTION", "SyncBatchNorm2d", "batch_independent",
-           "conv_bias", "init_weights", "norm_layer", "norm_option", "spectral_normalize", "stage_width"]
+           "conv_bias", "init_weights", "instance_norms", "norm_layer", "norm_option", "spectral_normalize",
+           "stage_width"]
 
 NORMS = ("instance", "batch", "syncbatch", "none")
 BATCH_NORMS = ("batch", "syncbatch")
@@ -61,6 +62,18 @@ def norm_layer(name: str) -> Callable[[int], nn.Module]:
 def stage_width(channels: int, stage: int) -> int:
     """Filters of stage `stage` (0 = first) of a net whose first stage has `channels`: doubling, capped at 8x."""
     return channels * min(2 ** stage, MAX_WIDTH_MULT)
+
+
+def instance_norms(net: nn.Module) -> list[nn.Module] | None:
+    """The instance norms of `net` in module order, for `Generator.tile_norms`; None when `net` also holds a norm
+    with per-image statistics that tiled translation cannot replace (group, or instance norm over other dims)."""
+    found: list[nn.Module] = []
+    for module in net.modules():
+        if isinstance(module, nn.InstanceNorm2d):
+            found.append(module)
+        elif isinstance(module, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)):
+            return None  # GroupNorm and 1d/3d instance norms also average over the image: not replaceable here
+    return found
 
 
 def batch_independent(norm: str) -> bool:

@@ -30,6 +30,7 @@ from i2i.data.images import read_image
 from i2i.tools.generators import prepare_image, takes_gray, generator_file, generator_values, load_generator, \
     run_generator, to_image, to_tensor, weights_note
 from i2i.contract.parts import Generator
+from i2i.tiles.plan import Tiling
 from i2i.storage.rundir import RunFolder
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ def translate_file(model: DemoModel, path: Path, direction: str, size: int | Non
                             " smaller size")
     prepared = prepare_image(image.convert("L") if model.gray else image, size, model.multiple)
     try:
-        output = run_generator(model.generators[direction], to_tensor(prepared)[None])[0]
+        # images over the memory budget go in tiles, as `i2i translate` does them
+        output = run_generator(model.generators[direction], to_tensor(prepared)[None], tiling=Tiling())[0]
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise UserError(f"out of GPU memory translating a {prepared.width}x{prepared.height} image: pick a smaller"

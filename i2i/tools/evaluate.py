@@ -21,6 +21,7 @@ from i2i.storage.atomic import atomic_file
 from i2i.storage.cache import inception_path
 from i2i.storage.checkpoint import STATE_FILE, STEP_DIR
 from i2i.storage.rundir import RECIPE_FILE, RunFolder
+from i2i.tiles.plan import Tiling
 from i2i.tools.heldout import DIRECTIONS, check_measurable, measure_held_out
 from i2i.tools.inception import FID_PROTOCOLS, download_command, fid_protocol_note, load_inception
 from i2i.tools.generators import generator_file, load_generator
@@ -33,7 +34,7 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
              inception_weights: Path | str | None = None, batch_size: int = 8, device: str = "auto",
              size: int | None = None, *, feature: nn.Module | None = None,
              on_progress: Callable[[int, int], None] | None = None, which: str | None = None,
-             raw: bool = False, fid: str | None = None) -> dict[str, Any]:
+             raw: bool = False, fid: str | None = None, tile: int | None = None) -> dict[str, Any]:
     """Metrics of RUN's checkpoint `which` (default the newest; "best", "step-N") on the held-out `split`, written
     atomically to run/metrics.json.
 
@@ -44,7 +45,9 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
     for, else standard) with the weights `inception_weights`, else with the file `i2i download inception` put in
     the cache for that protocol; neither: no FID/KID. `feature`, any module mapping [0, 1] images to (N, d)
     features, replaces Inception. The weights variant the checkpoint's callbacks declared for inference (e.g. EMA
-    averages of the generators) is measured when it has one, unless `raw`. Returns what metrics.json holds.
+    averages of the generators) is measured when it has one, unless `raw`. Images over the memory budget, or
+    larger than `tile` px (0: never), are translated in tiles as `i2i translate` does them. Returns what
+    metrics.json holds.
     """
     run = Path(run).expanduser()
     if batch_size < 1:
@@ -88,8 +91,9 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
     generators = {d: load_generator(checkpoint, d, target, raw=raw) for d in directions}
     paired = bool(dataset.paired)
     workers = min(int(table.get("workers", 0) or 0), max(0, usable_cpus() - 1))
+    # images over the memory budget (whole-slide, satellite scenes) are translated in tiles, as `i2i translate` does
     metrics = measure_held_out(generators, dataset, split, batch_size, target, feature, workers,
-                               on_progress=on_progress)
+                               on_progress=on_progress, tiling=Tiling(tile=tile).check())
     report = {
         "run": str(run),
         "checkpoint": checkpoint.name,

@@ -22,6 +22,8 @@ from i2i.errors import I2IError
 from i2i.storage.checkpoint import (NAME_KEY, OPTIONS_KEY, KIND_KEY, STATE_FILE, STEP_DIR, VALUES_KEY, PartMetadata,
                                     load_network, network_file, read_part_metadata)
 from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
+from i2i.tiles.engine import choose_tile, translate_tensor
+from i2i.tiles.plan import Tiling
 
 __all__ = ["generator_file", "generator_values", "load_generator", "pad_to_multiple", "prepare_image",
            "run_generator", "takes_gray", "to_image", "to_tensor", "weights_note"]
@@ -195,15 +197,22 @@ def pad_to_multiple(batch: Tensor, multiple: int, minimum: int = 0) -> Tensor:
 
 
 @torch.inference_mode()
-def run_generator(generator: Generator, batch: Tensor) -> Tensor:
+def run_generator(generator: Generator, batch: Tensor, tiling: Tiling | None = None) -> Tensor:
     """Translate a (N, C, H, W) batch of any size: pad to the generator's size multiple, run, crop back.
 
     A side too short for the generator's layers (a 1-pixel-wide image leaves too little after the
-    downsamplings for their padding and normalisation) is padded to twice the multiple instead.
+    downsamplings for their padding and normalisation) is padded to twice the multiple instead. With `tiling`,
+    images over its tile side or memory budget are translated one by one in tiles (i2i.tiles), the result on the
+    batch's device.
     """
     h, w = batch.shape[-2:]
     param = next(generator.parameters(), None)
-    batch = batch.to(param.device if param is not None else batch.device)
+    device = param.device if param is not None else batch.device
+    if tiling is not None:
+        tile, _ = choose_tile(generator, tiling, h, w, batch.shape[1], device, images=batch.shape[0])
+        if tile is not None:
+            return torch.stack([translate_tensor(generator, image, tiling, tile) for image in batch]).to(batch.device)
+    batch = batch.to(device)
     multiple = max(1, generator.size_multiple)
     try:
         output = generator(pad_to_multiple(batch, multiple))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from i2i.contract.parts import Dataset
 from i2i.errors import I2IError
+from i2i.tiles.plan import Tiling
 from i2i.tools.generators import run_generator
 from i2i.tools.metrics import DistributionScores, PairedScores, to_unit
 
@@ -44,12 +45,14 @@ def improves(metric: str, value: float | None, best: float | None) -> bool:
 
 def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, paired: bool, batch_size: int = 8,
             device: torch.device | str = "cpu", feature: nn.Module | None = None, workers: int = 0,
-            on_progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
+            on_progress: Callable[[int, int], None] | None = None,
+            tiling: Tiling | None = None) -> dict[str, dict[str, float]]:
     """Metrics per direction of `generators` ({"AtoB": G, ...}) on dataset `items` (dicts with "A", "B").
 
     Paired: l1, psnr, ssim of G(source) against the target. Both directions: cycle_l1, the mean absolute
     error of G'(G(x)) against x in [0, 1] units. With `feature`: fid, kid and kid_std of G(source) against
-    the target domain's images.
+    the target domain's images. With `tiling`, images over its tile side or memory budget are translated in tiles
+    (as `i2i translate` does).
     """
     device = torch.device(device)
     both = all(d in generators for d in DIRECTIONS)
@@ -75,11 +78,12 @@ def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, p
         for direction, generator in generators.items():
             source, target = DIRECTIONS[direction]
             if len(fresh[source]):
-                translated = run_generator(generator, fresh[source])
+                translated = run_generator(generator, fresh[source], tiling=tiling)
                 if direction in paired_scores:
                     paired_scores[direction].update(translated, fresh[target])
                 if direction in cycle:
-                    back = run_generator(generators["BtoA" if direction == "AtoB" else "AtoB"], translated)
+                    back = run_generator(generators["BtoA" if direction == "AtoB" else "AtoB"], translated,
+                                         tiling=tiling)
                     cycle[direction].append((to_unit(back) - to_unit(fresh[source])).abs().flatten(1).mean(1)
                                             .double().cpu())
                 if direction in distribution:
@@ -106,15 +110,16 @@ def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, p
 
 def measure_held_out(generators: dict[str, nn.Module], dataset: Dataset, split: str = "test", batch_size: int = 8,
                      device: torch.device | str = "cpu", feature: nn.Module | None = None, workers: int = 0,
-                     images: int = 0, on_progress: Callable[[int, int], None] | None = None
-                     ) -> dict[str, dict[str, float | None]]:
+                     images: int = 0, on_progress: Callable[[int, int], None] | None = None,
+                     tiling: Tiling | None = None) -> dict[str, dict[str, float | None]]:
     """What `i2i evaluate` measures: `generators` ({"AtoB": G, ...}) on the dataset part's `split`, unaugmented
-    (its first `images` items when given, else all); a value that is not finite (a diverged generator) is None."""
+    (its first `images` items when given, else all); a value that is not finite (a diverged generator) is None.
+    `tiling`: as `measure`'s."""
     check_measurable(dataset, split, list(generators), feature is not None)
     items = dataset.load(split, augment=False)
     if images:
         items = torch.utils.data.Subset(items, range(min(images, len(items))))
-    metrics = measure(generators, items, dataset.paired, batch_size, device, feature, workers, on_progress)
+    metrics = measure(generators, items, dataset.paired, batch_size, device, feature, workers, on_progress, tiling)
     return {d: {k: _finite(v) for k, v in m.items()} for d, m in metrics.items()}
 
 

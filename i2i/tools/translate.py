@@ -2,7 +2,8 @@
 index.html showing input | output. Finding and running the generator is i2i.tools.generators.
 
 Images keep their full resolution: each is reflect-padded to the generator's `size_multiple`, translated and
-cropped back.
+cropped back. Images over the tile size (--tile) or the memory budget go through i2i.tools.large instead: in
+tiles, TIFFs read and written window by window.
 """
 
 from __future__ import annotations
@@ -10,25 +11,30 @@ from __future__ import annotations
 import html
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from i2i.contract.parts import Generator
+from i2i.contract.parts import Generator, declared_sizes
 from i2i.data.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
 from i2i.data.values import ValueMap
+from i2i.data.windows import WindowSource, is_geotiff, open_windows, streams
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError, first_line
 from i2i.storage.atomic import atomic_file
+from i2i.tiles.engine import TileInput, choose_tile, tensor_input
+from i2i.tiles.plan import Tiling, check_tile_side
 from i2i.tools.generators import (generator_file, generator_values, in_channels, load_generator, prepare_image,
                                   round_to, run_generator, takes_gray, to_image, to_tensor, weights_note)
+from i2i.tools.large import THUMBNAILS_DIR, source_input, translate_large
 
 __all__ = ["TranslateResult", "load_generator", "output_format", "translate", "write_index"]
 
@@ -57,6 +63,8 @@ class TranslateResult:
     written: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     weights: str = ""  # which weights translated, e.g. "EMA weights (G_A.ema)" (see generators.weights_note)
+    notes: list[str] = field(default_factory=list)  # e.g. which images were tiled because of the memory budget
+    thumbnails: dict[Path, tuple[Path, Path]] = field(default_factory=dict)  # input: its and its output's pictures
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -156,7 +164,9 @@ def _disambiguate(jobs: list[_Job]) -> None:
 def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str, direction: str = "AtoB",
               size: int | None = None, batch_size: int = 1, device: str = "auto",
               on_progress: Callable[[int, int], None] | None = None, *, raw: bool = False,
-              which: str | None = None, fmt: str | None = None) -> TranslateResult:
+              which: str | None = None, fmt: str | None = None, tiling: Tiling | None = None,
+              on_tiles: Callable[[str, int, int], None] | None = None,
+              on_note: Callable[[str], None] | None = None) -> TranslateResult:
     """Translate image files and folders of images into `out` with the generator CHECKPOINT holds.
 
     Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
@@ -169,6 +179,11 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     A generator trained on data other than 8-bit RGB (its file records the run's value mapping) reads each input
     in its own depth and channels (.npy too) and writes the output in the input's dtype and format, through the
     inverse of the same mapping. `fmt` ("png", "tiff", "npy", "jpeg") picks another output format.
+
+    Images larger than `tiling.tile` (default: those over the memory budget) are translated in tiles, blended
+    without seams and with the whole image's instance-norm statistics (see i2i.tiles); TIFFs are then read and
+    written window by window, GeoTIFFs keeping their georeference. `on_tiles(name, done, total)` follows their
+    tiles; `on_note(text)` gets one line per image the budget made tiled (also kept in `result.notes`).
     """
     if fmt is not None and fmt not in _FORMAT_SUFFIXES:
         raise I2IError(f"--format {fmt!r} is not one of {', '.join(_FORMAT_SUFFIXES)}")
@@ -176,16 +191,20 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         raise I2IError(f"--size {size} must be at least 1")
     if batch_size < 1:
         raise I2IError(f"--batch-size {batch_size} must be at least 1")
+    tiling = replace(tiling or Tiling(), batch_size=batch_size).check()
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise I2IError(f"--out {out} is a file: pass a folder for the translated images")
     file = generator_file(checkpoint, direction, raw=raw, which=which)
-    generator = load_generator(file, direction, resolve_device(device, "--device"))
+    target_device = resolve_device(device, "--device")
+    generator = load_generator(file, direction, target_device)
     values = generator_values(file)
     jobs = _jobs(inputs, out, arrays=values is not None, fmt=fmt)
     if not jobs:
         raise I2IError(f"no images found in {', '.join(map(str, inputs))}")
     gray = takes_gray(generator) if values is None else False
+    if tiling.tile:  # a tile side the generator cannot take is refused before any image is read
+        check_tile_side(tiling.tile, *declared_sizes(generator), tiling.overlap)
     dtypes: dict[Path, Any] = {}  # array inputs: their dtype, which their outputs keep
     multiple = max(1, generator.size_multiple)
     result = TranslateResult(out=out, index=out / "index.html", weights=weights_note([file], raw))
@@ -220,9 +239,58 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         if on_progress:
             on_progress(done, len(jobs))
 
+    def skip(job: _Job, exc: I2IError) -> None:
+        nonlocal done
+        warnings.warn(f"{exc}; skipped it", stacklevel=3)
+        result.skipped.append((job.source, str(exc).removeprefix(f"cannot read image {job.source}: ")))
+        done += 1
+        if on_progress:
+            on_progress(done, len(jobs))
+
+    def note(text: str) -> None:
+        result.notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
+    def large(job: _Job, image: TileInput, tile: int, source: WindowSource | None = None) -> None:
+        """Translate one image in tiles straight to its output; a failure skips it as any unreadable image."""
+        nonlocal done
+        target = out / job.target
+        progress = (lambda d, t: on_tiles(str(job.source), d, t)) if on_tiles is not None else None
+        try:
+            written = translate_large(generator, image, target, tiling, tile, values=values,
+                                      dtype=dtypes.get(job.source, source.dtype if source else None), source=source,
+                                      thumbnails=out / THUMBNAILS_DIR / job.target, on_progress=progress)
+        except I2IError as exc:
+            warnings.warn(f"skipping {job.source}: {exc}", stacklevel=3)
+            result.skipped.append((job.source, str(exc)))
+        else:
+            result.written.append((job.source, target))
+            if written.thumbnails is not None:
+                result.thumbnails[job.source] = written.thumbnails
+        done += 1
+        if on_progress:
+            on_progress(done, len(jobs))
+
     if on_progress:
         on_progress(0, len(jobs))
     for job in jobs:
+        if size is None and (source := _streamed(job.source)) is not None:
+            # a TIFF read window by window: its size decides before anything is decoded
+            with source:
+                tile, why = choose_tile(generator, tiling, source.height, source.width, in_channels(generator),
+                                        target_device)
+                if tile is not None or source.geo is not None:
+                    try:
+                        image = source_input(source, values, generator)
+                    except I2IError as exc:
+                        skip(job, exc)
+                        continue
+                    if why:
+                        note(f"{job.source}: {why}")
+                    large(job, image, tile or max(source.height, source.width) + generator.size_multiple, source)
+                    continue
+            # small enough to translate whole: read as before (a float or signed TIFF is rescaled as read_image does)
         try:
             if values is None:
                 image = read_image(job.source)
@@ -232,11 +300,13 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
                 tensor = _array_input(array, values, generator, size, multiple, job.source)
                 dtypes[job.source] = array.dtype
         except I2IError as exc:
-            warnings.warn(f"{exc}; skipped it", stacklevel=2)
-            result.skipped.append((job.source, str(exc).removeprefix(f"cannot read image {job.source}: ")))
-            done += 1
-            if on_progress:
-                on_progress(done, len(jobs))
+            skip(job, exc)
+            continue
+        tile, why = choose_tile(generator, tiling, tensor.shape[1], tensor.shape[2], tensor.shape[0], target_device)
+        if tile is not None:
+            if why:
+                note(f"{job.source}: {why}")
+            large(job, tensor_input(tensor), tile)
             continue
         key = (tensor.shape[1], tensor.shape[2])
         pending.setdefault(key, []).append((job, tensor))
@@ -253,6 +323,18 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     result.skipped.sort(key=lambda pair: order[pair[0]])
     write_index(result)
     return result
+
+
+def _streamed(path: Path) -> WindowSource | None:
+    """A window reader for a TIFF that can be read by window (or a GeoTIFF), else None (read whole as before)."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        if not (streams(path) or is_geotiff(path)):
+            return None
+        return open_windows(path)
+    except I2IError:
+        return None  # the whole-image reader says what is wrong with it, and the image is skipped
 
 
 def _array_input(array: Any, values: ValueMap, generator: Generator, size: int | None, multiple: int,
@@ -314,8 +396,14 @@ def _href(target: Path, base: Path) -> str:
     return "/".join(quote(part) for part in relative.parts)
 
 
-def _cell(path: Path, base: Path) -> str:
+def _cell(path: Path, base: Path, picture: Path | None = None) -> str:
+    """A table cell showing the image at `path` (through `picture`, a thumbnail, for those a browser cannot show)."""
     href = html.escape(_href(path, base), quote=True)
+    if picture is not None:
+        size = _pixel_size(path)
+        label = f'<span class="size">{size[0]}x{size[1]}</span>' if size else ""
+        return (f'<td><a href="{href}"><img src="{html.escape(_href(picture, base), quote=True)}" loading="lazy"'
+                f' style="width:320px" alt="thumbnail of {html.escape(path.name)}"></a>{label}</td>')
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. a damaged EXIF block, already named when the image was read
@@ -331,12 +419,28 @@ def _cell(path: Path, base: Path) -> str:
             f'<span class="size">{w}x{h}</span></td>')
 
 
+def _pixel_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the file's header (TIFFs of any size included), None when unreadable."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tiff:
+                shape = tiff.pages[0].shape
+                return (shape[1], shape[0]) if len(shape) >= 2 else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.size
+    except Exception:
+        return None
+
+
 def write_index(result: TranslateResult) -> Path:
     """Write `result.index`: a table of input | output images and the list of skipped inputs."""
     base = result.out
     rows = "\n".join(
         f'<tr><td class="name">{html.escape(str(source))}<br>&rarr; {html.escape(target.relative_to(base).as_posix())}'
-        f"</td>{_cell(source, base)}{_cell(target, base)}</tr>"
+        f"</td>{_cell(source, base, result.thumbnails.get(source, (None, None))[0])}"
+        f"{_cell(target, base, result.thumbnails.get(source, (None, None))[1])}</tr>"
         for source, target in result.written)
     parts = [f"<h1>Translated images ({len(result.written)})</h1>"]
     if rows:

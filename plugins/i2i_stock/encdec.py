@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from i2i.api import (Generator, INIT_OPTIONS, Option, batch_independent, conv_bias, hookimpl, init_weights,
+from i2i.api import (Generator, INIT_OPTIONS, Option, batch_independent, conv_bias, instance_norms, hookimpl, init_weights,
                     norm_layer, norm_option, stage_width)
 
 _KERNEL = 4
@@ -51,6 +51,10 @@ class EncoderDecoderGenerator(Generator):
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] (sides multiples of 2**depth) to images of the same size."""
         return self.model(x)
+
+    def tile_norms(self) -> list[nn.Module] | None:
+        """Its instance norms, which tiled translation gives the whole image's statistics."""
+        return instance_norms(self)
 
 
 @hookimpl

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, BlurUpsample, Generator, INIT_OPTIONS, NORM_OPTION, Option,
-                    batch_independent, conv_bias, hookimpl, init_weights, norm_layer)
+                    batch_independent, conv_bias, instance_norms, hookimpl, init_weights, norm_layer)
 
 _DOWNSAMPLINGS = 2
 _FIRST_BLOCK = 10  # model index of the first residual block: pad, conv, norm, relu, then 2 x (conv, norm, relu)
@@ -140,6 +140,10 @@ class ResnetGenerator(Generator):
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] to images of the same size in [-1, 1]."""
         return self.model(x)
+
+    def tile_norms(self) -> list[nn.Module] | None:
+        """Its instance norms, which tiled translation gives the whole image's statistics."""
+        return instance_norms(self)
 
     def feature_channels(self) -> dict[int, int]:
         """Layers 0 to 9 + blocks (modules of `model` up to the last residual block) and their channels."""

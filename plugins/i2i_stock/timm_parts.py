@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2i.api import (Discriminator, Generator, I2IError, INIT_OPTIONS, MAX_WIDTH_MULT, NORMS, Option,
-                    SPECTRAL_NORM_OPTION, conv_bias, first_line, hookimpl, init_weights, norm_layer, read_weights,
-                    spectral_normalize, toml_value)
+                    SPECTRAL_NORM_OPTION, conv_bias, first_line, hookimpl, init_weights, instance_norms, norm_layer,
+                    read_weights, spectral_normalize, toml_value)
 
 _CLOSE_MATCHES = 5
 
@@ -350,6 +350,11 @@ class TimmUnetGenerator(Generator):
                 joined.append(x)
             y = block(torch.cat(joined, 1))
         return torch.tanh(self.head(y))
+
+    def tile_norms(self) -> list[nn.Module] | None:
+        """The decoder's instance norms (and any in the backbone); None for a backbone with group norms, whose
+        per-tile statistics tiled translation cannot replace."""
+        return instance_norms(self)
 
     def feature_channels(self) -> dict[int, int]:
         """Layer 0 (the input) and 1 to n (the encoder's feature levels), with their channels."""

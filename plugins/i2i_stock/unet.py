@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, BlurUpsample, Generator, INIT_OPTIONS, Option,
-                    batch_independent, conv_bias, hookimpl, init_weights, norm_layer, norm_option, stage_width)
+                    batch_independent, conv_bias, instance_norms, hookimpl, init_weights, norm_layer, norm_option, stage_width)
 
 # Dropout sits only in the 8x-wide levels between the narrowing ones and the innermost (the reference's rule).
 _FIRST_DROPOUT_LEVEL = 4
@@ -166,6 +166,10 @@ class UnetGenerator(Generator):
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of images in [-1, 1] (sides multiples of 2**downs) to images of the same size."""
         return self.model(x)
+
+    def tile_norms(self) -> list[nn.Module] | None:
+        """Its instance norms, which tiled translation gives the whole image's statistics."""
+        return instance_norms(self)
 
     def feature_channels(self) -> dict[int, int]:
         """Layer 0 (the input) and 1 to downs (the downsamplings), with their channels."""
