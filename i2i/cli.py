@@ -245,16 +245,16 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
               help="Pixels neighbouring tiles share, blended.")
 @click.option("--blend", type=click.Choice(list(BLENDS)), default="cosine", show_default=True,
               help="How overlapping tiles are blended.")
-@click.option("--norm-stats", type=click.Choice(list(NORM_STATS)), default="thumbnail", show_default=True,
-              help="Instance-norm statistics of tiles: the whole image's (exact, one pass per norm layer), a"
-                   " downscaled copy's, or each tile's own.")
+@click.option("--norm-stats", type=click.Choice(list(NORM_STATS)), default="sample", show_default=True,
+              help="Instance-norm statistics of tiles: the whole image's (exact, one pass per norm layer), those of"
+                   " full-resolution crops spread over it, of a downscaled copy, or each tile's own.")
 @click.option("--memory-budget", type=float, default=None, metavar="GB", show_default="half the free memory",
               help="Images needing more to translate whole are tiled (GiB).")
-@click.option("--thumbnail", type=click.IntRange(min=1), default=1024, show_default=True, metavar="PX",
-              help="Longest side of the copy --norm-stats thumbnail takes statistics from.")
+@click.option("--stats-side", type=click.IntRange(min=1), default=1024, show_default=True, metavar="PX",
+              help="Side of the picture --norm-stats sample or thumbnail takes statistics from.")
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
               batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool, tile: int | None,
-              overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, thumbnail: int) -> None:
+              overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, stats_side: int) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors).
 
     Images over the memory budget (or --tile) are translated in overlapping tiles, blended without seams, with the
@@ -265,7 +265,7 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
     from i2i.tools.translate import translate as run_translation
 
     tiling = Tiling(tile=tile, overlap=overlap, blend=blend, norm_stats=norm_stats, memory_budget=memory_budget,
-                    thumbnail=thumbnail)
+                    stats_side=stats_side)
     with translate_progress() as (show, show_tiles):
         result = run_translation(checkpoint, list(inputs), out, direction=direction, size=size,
                                  batch_size=batch_size, device=device, on_progress=show, which=which, raw=raw,

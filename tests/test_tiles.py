@@ -11,11 +11,11 @@ import tifffile
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from torch import nn
 
 import i2i
 from conftest import error_line
-from i2i.api import Generator, create
+from test_deep_images import Identity
+from i2i.api import create
 from i2i.contract.registry import default_registry
 from i2i.data.images import read_array
 from i2i.data.values import DomainRange, ValueMap
@@ -29,20 +29,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL_RESNET = {"blocks": 1, "channels": 4}
 
 
-class Identity4(Generator):
+class Identity4(Identity):
     """The identity, declaring a size multiple of 4 (as two downsamplings would): tiles and padding are exercised,
     and what comes out must be exactly what went in. It does not declare its norms (`tile_norms`)."""
 
     name = "identity4-test"
-    options = (i2i.Option("in_channels", int, 1, "input channels", min=1),)
     size_multiple = 4
-
-    def __init__(self, in_channels: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 1, bias=False)  # there for translate to read the channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 class Identity4Plugin:
@@ -113,22 +105,26 @@ def test_whole_image_statistics_match_the_untiled_output_and_per_tile_ones_do_no
     image = torch.from_numpy(smooth_rgb(120, 136)).permute(2, 0, 1).float() / 127.5 - 1
     whole = run_generator(generator, image[None])[0]
     differences = {}
-    for stats in ("image", "thumbnail", "tile"):
-        tiled = translate_tensor(generator, image, Tiling(overlap=32, norm_stats=stats, thumbnail=64), 64)
+    for stats in ("image", "sample", "thumbnail", "tile"):
+        tiled = translate_tensor(generator, image, Tiling(overlap=32, norm_stats=stats, stats_side=64), 64)
         assert tiled.shape == whole.shape
         differences[stats] = float((tiled - whole).abs().mean() * 127.5)  # in 0..255 units
     # what is left is the tiles' borders, which see less context than the whole image gives (64 px tiles here)
     assert differences["image"] < 1.0, differences
     assert differences["image"] * 5 < differences["tile"], differences
-    # a thumbnail as large as the image holds its exact statistics: the same as measuring them tile by tile
-    exact = translate_tensor(generator, image, Tiling(overlap=32, norm_stats="thumbnail", thumbnail=1000), 64)
-    assert float((exact - whole).abs().mean() * 127.5) < 1.0
+    # a sample or thumbnail as large as the image is the image: its exact statistics, as measured tile by tile
+    for stats in ("sample", "thumbnail"):
+        exact = translate_tensor(generator, image, Tiling(overlap=32, norm_stats=stats, stats_side=1000), 64)
+        assert float((exact - whole).abs().mean() * 127.5) == pytest.approx(differences["image"], abs=0.01)
 
 
 def test_tiles_are_planned_on_the_size_multiple_and_own_every_pixel_once():
     axis = plan_axis(1000, 256, 64, 4)
-    assert axis.starts[0] == 0 and axis.starts[-1] == 1000 - 256
-    assert all(start % 4 == 0 for start in axis.starts)
+    assert axis.starts[0] == 0 and axis.starts[-1] + axis.size == 1000 and axis.size <= 256
+    assert all(start % 4 == 0 for start in axis.starts) and axis.size % 4 == 0
+    # as few tiles as cover it with the overlap asked for, spread evenly: the overlap costs no more than it must
+    overlaps = [before + axis.size - after for before, after in zip(axis.starts, axis.starts[1:])]
+    assert len(axis.starts) == 5 and 64 <= min(overlaps) <= max(overlaps) < 64 + 2 * 4
     assert axis.owned[0][0] == 0 and axis.owned[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(axis.owned, axis.owned[1:]))
     for blend in BLENDS:
@@ -149,6 +145,7 @@ def test_a_tiff_too_large_for_the_memory_budget_is_tiled_with_a_note_and_looks_l
     assert tiled.code == 0, tiled.err
     note = " ".join(tiled.err.split())
     assert "more than the memory budget of 0.001 GiB (--memory-budget)" in note and "px tiles" in note, note
+    assert "tiles of big.tif" in note and "ETA" in note  # progress over the tiles, with an ETA
     a = np.asarray(Image.open(tmp_path / "whole" / "big.png")).astype(np.int64)
     b = read_array(tmp_path / "tiled" / "big.tif").astype(np.int64)
     assert a.shape == b.shape == (150, 170, 3)

@@ -10,6 +10,7 @@ __all__ = ["BLENDS", "NORM_STATS"]
 #: --blend: raised-cosine ramps across each overlap (they add up to one), a Gaussian over the whole tile (MONAI's
 #: sliding-window default), the plain mean of the overlapping tiles, or no blending (each pixel from its owner)
 BLENDS = ("cosine", "gaussian", "average", "crop")
-#: --norm-stats: instance-norm statistics of the whole image computed layer by layer over all tiles (exact, one
-#: pass per norm layer), taken from a downscaled copy of the whole image (one small extra pass), or each tile's own
-NORM_STATS = ("image", "thumbnail", "tile")
+#: --norm-stats: instance-norm statistics of the whole image measured layer by layer over all tiles (exact, one
+#: pass per norm layer), taken from full-resolution crops spread over the image (one small extra pass), from a
+#: downscaled copy of it (URUST's thumbnail; one small extra pass), or each tile's own
+NORM_STATS = ("image", "sample", "thumbnail", "tile")

@@ -4,7 +4,8 @@ device, their outputs blended on the CPU and handed on as bands of finished rows
 Memory stays bounded by a band (a tile's height across the image's width), never the image: one band of input, one
 of accumulated output. With `--norm-stats image` every instance norm first gets the whole image's statistics,
 measured layer by layer over the pixels each tile owns (one pass over the tiles per norm layer, each stopping at
-that layer); with `thumbnail` they come from one pass over a downscaled copy of the image.
+that layer); with `sample` they come from one pass over a picture of full-resolution crops spread over the image,
+with `thumbnail` from one pass over a downscaled copy of it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ __all__ = ["TileInput", "TiledTranslation", "choose_tile", "downscaled", "tensor
 
 Progress = Callable[[int, int], None]
 _REDUCE_VALUES = 1 << 24  # values of input read at a time while downscaling (64 MB of float32)
+#: side of the crops --norm-stats sample takes: of 64, 128 and 256 px, 128 came closest to the whole image's
+#: statistics (benchmarks/README.md, "Large images")
+SAMPLE_CROP = 128
 
 
 @dataclass
@@ -79,15 +83,15 @@ class TiledTranslation:
                  on_progress: Progress | None = None) -> None:
         self.generator, self.source, self.tiling = generator, source, tiling
         self.on_progress = on_progress
-        multiple, _ = declared_sizes(generator)
+        multiple, least = declared_sizes(generator)
         self.multiple = multiple
         self.padded = (_padded(source.height, multiple), _padded(source.width, multiple))
         pads = (self.padded[0] - source.height, self.padded[1] - source.width)
         # As pad_to_multiple for a whole image: mirrored edges, or repeated ones when the image is thinner than the pad
         self.pad_mode = "reflect" if pads[0] < source.height and pads[1] < source.width else "replicate"
         overlap = tiling.overlap_for(tile)
-        self.rows = plan_axis(self.padded[0], tile, overlap, multiple)
-        self.columns = plan_axis(self.padded[1], tile, overlap, multiple)
+        self.rows = plan_axis(self.padded[0], tile, overlap, multiple, least)
+        self.columns = plan_axis(self.padded[1], tile, overlap, multiple, least)
         modules = norm_modules(generator, tiling.norm_stats)
         self.control = NormControl(modules) if modules and tiling.norm_stats != "tile" else None
         self.passes = 1 + (len(modules) if self.control is not None and tiling.norm_stats == "image" else 0)
@@ -111,8 +115,10 @@ class TiledTranslation:
         if self.control is not None:
             if self.tiling.norm_stats == "image":
                 self._measure_image_statistics()
+            elif self.tiling.norm_stats == "sample":
+                self._record_statistics(sampled(self.source, self.tiling.stats_side))
             else:
-                self._record_thumbnail_statistics()
+                self._record_statistics(downscaled(self.source, self.tiling.stats_side))
         blend = self.tiling.blend
         row_cover, column_cover = self.rows.coverage(blend), self.columns.coverage(blend)
         column_weights = [self.columns.weights(j, blend) for j in range(len(self.columns.starts))]
@@ -166,17 +172,30 @@ class TiledTranslation:
                     self._progress(len(batch))
             self.control.finish_measuring()
 
-    def _record_thumbnail_statistics(self) -> None:
-        """Fix each norm's statistics to those of a copy of the image downscaled to --thumbnail px."""
+    def _pool_statistics(self) -> None:
+        """One pass over every tile with the statistics fixed so far (each tile's own where none are), summing every
+        norm's input over the owned pixels; then fix every norm to the whole image's statistics that pass saw."""
         assert self.control is not None
-        thumbnail = downscaled(self.source, self.tiling.thumbnail)
+        self.control.input_size = (self.rows.size, self.columns.size)
+        self.control.start_pooling()
+        for y in self.rows.starts:
+            for _, batch, regions in self._batches(y):
+                self.control.regions = regions
+                with self.control.active(), torch.inference_mode():
+                    self.generator(batch.to(self.device, self.dtype))
+                self._progress(len(batch))
+        self.control.finish_pooling()
+
+    def _record_statistics(self, picture: Tensor) -> None:
+        """Fix each norm's statistics to those it takes of `picture` (C, h, w), a stand-in for the whole image."""
+        assert self.control is not None
         multiple = self.multiple
-        h, w = thumbnail.shape[1:]
+        h, w = picture.shape[1:]
         side = fitting_side([self.generator])
         ph, pw = max(-h % multiple, side - h), max(-w % multiple, side - w)
         ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
         mode = "reflect" if ph < h and pw < w else "replicate"
-        batch = F.pad(thumbnail[None], (0, pw, 0, ph), mode=mode) if ph or pw else thumbnail[None]
+        batch = F.pad(picture[None], (0, pw, 0, ph), mode=mode) if ph or pw else picture[None]
         self.control.recording = True
         try:
             with self.control.active(), torch.inference_mode():
@@ -221,6 +240,26 @@ class TiledTranslation:
         self.done += tiles
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
+
+
+def sampled(source: TileInput, side: int, crop: int = SAMPLE_CROP) -> Tensor:
+    """A `side` x `side` picture (at most) of `crop` px crops of the image at full resolution, spread evenly over it
+    and put side by side; along an axis no longer than `side`, the whole axis (a small image comes whole).
+
+    Instance-norm statistics of a downscaled copy (`downscaled`) are those of a different picture: every layer sees
+    coarser detail than the tiles will. Crops keep the scale; measured, they come far closer (benchmarks/README.md).
+    """
+    crop = min(crop, side)
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        if length <= side:
+            return [(0, length)]
+        count = max(1, side // crop)
+        return [(round((length - crop) * (i + 0.5) / count), crop) for i in range(count)]
+
+    rows = [torch.cat([source.read(top, left, height, width).float() for left, width in spans(source.width)], 2)
+            for top, height in spans(source.height)]
+    return torch.cat(rows, 1)
 
 
 def downscaled(source: TileInput, side: int) -> Tensor:

@@ -29,14 +29,14 @@ _FLOOR = 1e-6  # weights never reach 0 where a tile is the only one covering a p
 @dataclass(frozen=True)
 class Tiling:
     """How images too large to translate whole are translated (translate's --tile, --overlap, --blend,
-    --norm-stats, --memory-budget, --thumbnail)."""
+    --norm-stats, --memory-budget, --stats-side)."""
 
     tile: int | None = None  # tile side in pixels; None: tile only images over the memory budget; 0: never tile
     overlap: int | None = None  # None: 64 px, at most a quarter of the tile
     blend: str = "cosine"
-    norm_stats: str = "thumbnail"
+    norm_stats: str = "sample"
     memory_budget: float | None = None  # GiB; None: half of the memory free when translation starts
-    thumbnail: int = 1024  # longest side of the downscaled copy --norm-stats thumbnail takes statistics from
+    stats_side: int = 1024  # side of the picture --norm-stats sample or thumbnail takes statistics from
     batch_size: int = 1  # tiles translated together
 
     def check(self) -> "Tiling":
@@ -55,8 +55,8 @@ class Tiling:
             raise I2IError(f"--norm-stats {self.norm_stats!r} is not one of {', '.join(NORM_STATS)}")
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise I2IError(f"--memory-budget {self.memory_budget:g} must be more than 0 (GiB)")
-        if self.thumbnail < 1:
-            raise I2IError(f"--thumbnail {self.thumbnail} must be at least 1 pixel")
+        if self.stats_side < 1:
+            raise I2IError(f"--stats-side {self.stats_side} must be at least 1 pixel")
         if self.batch_size < 1:
             raise I2IError(f"--batch-size {self.batch_size} must be at least 1")
         return self
@@ -124,13 +124,17 @@ class Axis:
         return total
 
 
-def plan_axis(length: int, tile: int, overlap: int, multiple: int) -> Axis:
-    """The tiles along an axis of `length` padded pixels (a multiple of `multiple`, as `tile` and `overlap`)."""
-    size = min(tile, length)
-    if size >= length:
+def plan_axis(length: int, tile: int, overlap: int, multiple: int, least: int = 1) -> Axis:
+    """The tiles along an axis of `length` padded pixels (a multiple of `multiple`, as `tile`): as few as cover it
+    with at least `overlap` px between neighbours, evenly spread, each as small as that allows (at most `tile`), so
+    no pixel is translated more often than the overlap needs; and at least `least` px (the generator's minimum)."""
+    if tile >= length:
         return Axis(length, length, (0,), ((0, length),))
-    stride = max(multiple, (tile - overlap) // multiple * multiple)
-    starts = list(range(0, length - size, stride)) + [length - size]
+    overlap = min(overlap, tile - multiple)
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = multiple * math.ceil(max(least, (length + (count - 1) * overlap) / count) / multiple)
+    size = min(tile, size)
+    starts = [(length - size) * i // (count - 1) // multiple * multiple for i in range(count)]
     owned, lo = [], 0
     for before, after in zip(starts, starts[1:]):
         # the middle of the overlap, on the multiple so it is a whole pixel at every downsampled level
