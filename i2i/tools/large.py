@@ -103,7 +103,7 @@ def translate_large(generator: Generator, image: TileInput, target: Path, tiling
         for top, rows in translation.bands():
             if reducer is not None:
                 reducer.add(rows)
-            array = _to_array(rows, values, out_dtype)
+            array = _to_array(rows, values, out_dtype, in_place=True)  # the engine hands each band over once
             if source is not None and source.geo is not None:
                 mask = source.nodata_mask(top, 0, array.shape[0], array.shape[1])
                 if mask is not None and nodata is not None:
@@ -143,11 +143,13 @@ def _out_channels(generator: Generator, image: TileInput) -> int:
     return image.channels
 
 
-def _to_array(rows: Tensor, values: ValueMap | None, dtype: np.dtype) -> np.ndarray:
-    """(C, h, W) output rows in [-1, 1] as an (h, W, C) array of the output dtype."""
+def _to_array(rows: Tensor, values: ValueMap | None, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
+    """(C, h, W) output rows in [-1, 1] as an (h, W, C) array of the output dtype (`in_place`: `rows` may be
+    overwritten, sparing a band-sized copy)."""
     if values is not None:
         return values.from_network(rows, "B", dtype)
-    unit = ((rows.float() + 1) / 2).nan_to_num(0.0).clamp_(0, 1)
+    unit = rows.float() if in_place else rows.float().clone()
+    unit.add_(1).div_(2).nan_to_num_(0.0).clamp_(0, 1)  # the operations of generators.to_image, in its order
     return unit.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
@@ -172,12 +174,19 @@ class _Reducer:
         self.factor, self.pending, self.pieces = factor, None, []
 
     def add(self, rows: Tensor) -> None:
-        """Take the next band of (C, h, W) rows."""
-        rows = rows if self.pending is None else torch.cat([self.pending, rows], 1)
+        """Take the next band of (C, h, W) rows (only the few rows short of a whole block are kept, copied)."""
+        if self.pending is not None:  # complete the pending block from the band's first rows
+            needed = self.factor - self.pending.shape[1]
+            block = torch.cat([self.pending, rows[:, :needed]], 1)
+            rows = rows[:, needed:]
+            if block.shape[1] < self.factor:
+                self.pending = block
+                return
+            self.pieces.append(F.avg_pool2d(block[None], self.factor, ceil_mode=True)[0])
         whole = rows.shape[1] // self.factor * self.factor
         if whole:
             self.pieces.append(F.avg_pool2d(rows[None, :, :whole], self.factor, ceil_mode=True)[0])
-        self.pending = rows[:, whole:] if whole < rows.shape[1] else None
+        self.pending = rows[:, whole:].clone() if whole < rows.shape[1] else None
 
     def result(self) -> Tensor:
         """The thumbnail (C, h, w)."""
