@@ -7,20 +7,16 @@ throughput, and peak memory on images far larger than memory.
 Parts (`--only`, comma-separated; `--scale` adds the last):
   fidelity    an image that also fits whole, translated whole and in tiles (each overlap x norm statistics x
               blend): mean and max absolute difference in 0..255 units, and the time of each mode
-  seams       for the same outputs: the mean absolute jump between adjacent pixels across tile borders over the
-              same jump elsewhere (1.0: no visible seam), with the whole-image output as the baseline
-  picture     docs/large_images.png: a crop around a tile corner, whole | per-tile | whole-image | thumbnail |
-              sample statistics, and the amplified differences against whole
-  throughput  pixels/s of tiled (default blend and statistics) against whole-image translation, runs
-              alternated, best of --repeats
-  scale       tiled RGB TIFFs (--scale-sizes: the first through the quick start's generator, the second through
-              the paper's ResNet-9) translated by `i2i translate` in a child process: its peak RSS, wall time and
-              pixels/s, and the output checked window by window
+  seams       for the same outputs: the mean jump between adjacent pixels across tile borders over the same jump
+              elsewhere (1.0: no visible seam), with the whole-image output on the same borders as the baseline
+  picture     docs/large_images.png: a crop around a tile corner, each statistics mode, amplified differences
+  throughput  pixels/s of tiled (default options) against whole-image translation, alternated, best of --repeats
+  scale       tiled RGB TIFFs (--scale-sizes: quick start generator, then ResNet-9) through `i2i translate` in a
+              child process: its peak RSS, wall time and pixels/s; the output checked window by window
 
-The generator is the paper's ResNet-9 (resnet, 9 blocks x 64, instance norm): --weights, else the random init
-seeded with --seed. The image is --image, else a mosaic of the maps dataset's aerial halves
-(../shared/data/maps/val), else of synthetic drawings. Tile outputs of one (overlap, statistics) pair are computed
-once and blended each way (see Replayed). Run by hand.
+The generator is the paper's ResNet-9 (9 blocks x 64, instance norm): --weights, else the init seeded with --seed.
+The image is --image, else a mosaic of the maps dataset's aerial halves (../shared/data/maps/val), else of synthetic
+drawings. Each (overlap, statistics) pair is translated once and blended each way (see Replayed). Run by hand.
 """
 
 from __future__ import annotations
@@ -48,7 +44,7 @@ from common import describe_device, sync  # noqa: E402
 
 from i2i.api import create  # noqa: E402
 from i2i.data.images import read_image  # noqa: E402
-from i2i.tiles.engine import TiledTranslation, tensor_input  # noqa: E402
+from i2i.tiles.engine import TiledTranslation, tensor_input, translate_tensor  # noqa: E402
 from i2i.tiles import BLENDS, NORM_STATS  # noqa: E402
 from i2i.tiles.plan import Tiling, seam_borders  # noqa: E402
 from i2i.tools.generators import load_generator, run_generator, to_tensor  # noqa: E402
@@ -63,7 +59,6 @@ ACCEPT_RSS_MIB = 2048  # peak RSS of `i2i translate` at scale
 PICTURE_BYTES = 400_000
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Inputs: the generator and the image
 
 
@@ -116,7 +111,6 @@ def load_image(args: argparse.Namespace) -> tuple[Tensor, str]:
     return torch.from_numpy(pixels).permute(2, 0, 1).float().div(127.5).sub(1), what
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Measures
 
 
@@ -151,7 +145,6 @@ def seam_ratio(image: Tensor, rows: Sequence[int], columns: Sequence[int]) -> fl
     return (seam_sum / max(seam_count, 1) / interior).item()
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Fidelity and seams
 
 
@@ -289,8 +282,9 @@ def fidelity(generator: torch.nn.Module, image: Tensor, args: argparse.Namespace
                                         translation.rows.size)
                     mode.crop = output[:, window.rows, window.columns].clone()
                 modes.append(mode)
-                print(f"| {overlap} | {mode.tiles} | {label} | {blend} | {mode.mean:.3f} | {mode.max:.1f} | {mode.seams:.3f} |"
-                      f" {mode.seconds:.1f} | {mode.seconds / whole_seconds:.2f}x | {passes} |", flush=True)
+                print(f"| {overlap} | {mode.tiles} | {label} | {blend} | {mode.mean:.3f} | {mode.max:.1f} |"
+                      f" {mode.seams:.3f} | {mode.seconds:.1f} | {mode.seconds / whole_seconds:.2f}x | {passes} |",
+                      flush=True)
     print("\nwhole-image output, same borders (the baseline): " + ", ".join(
         f"overlap {overlap}: seam ratio {seam_ratio(to_255(whole), *borders[overlap]):.3f}" for overlap in borders))
     verdicts = []
@@ -311,7 +305,6 @@ def fidelity(generator: torch.nn.Module, image: Tensor, args: argparse.Namespace
     return modes, window
 
 
-# ---------------------------------------------------------------------------------------------------------
 # The picture
 
 
@@ -374,7 +367,6 @@ def picture(modes: list[Mode], window: Window, args: argparse.Namespace, size: t
     print(f"\npicture: {args.picture} ({len(data) / 1000:.0f} KB)")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Throughput
 
 
@@ -384,7 +376,7 @@ def throughput(generator: torch.nn.Module, image: Tensor, args: argparse.Namespa
     runs: dict[str, Callable[[], object]] = {"whole": lambda: run_generator(generator, image[None].to(device))}
     for tile in args.throughput_tiles:
         tiling = Tiling(tile=tile, overlap=args.overlaps[0], batch_size=args.batch_size).check()
-        runs[f"tile {tile}"] = lambda t=tiling, s=tile: run_tiled(TiledTranslation(generator, tensor_input(image), t, s))
+        runs[f"tile {tile}"] = lambda t=tiling, s=tile: translate_tensor(generator, image, t, s)
     warm_up(generator, min(args.throughput_tiles), device)
     # pixels the generator is given (tiles, and the picture statistics come from), per image pixel: what the
     # slow-down cannot go below when time is proportional to pixels
@@ -416,7 +408,6 @@ def throughput(generator: torch.nn.Module, image: Tensor, args: argparse.Namespa
           f" slowest {slowest:.2f}x")
 
 
-# ---------------------------------------------------------------------------------------------------------
 # Scale: TIFFs larger than memory through `i2i translate`
 
 
@@ -474,7 +465,7 @@ def check_output(path: Path, side: int) -> str:
             return f"WRONG: shape {page.shape}"
         if not page.is_tiled:  # translated whole (it fitted the memory budget): small enough to read whole
             pixels = page.asarray()
-            return f"{side}x{side}x{page.shape[2]} {page.dtype}, not tiled: mean {pixels.mean():.0f} std {pixels.std():.1f}"
+            return f"{side}x{side} {page.dtype}, not tiled: mean {pixels.mean():.0f} std {pixels.std():.1f}"
         across = math.ceil(side / page.tilewidth)
         found = []
         for y, x in ((0, 0), (side // 2, side // 2), (side - 1, side - 1)):
@@ -483,7 +474,7 @@ def check_output(path: Path, side: int) -> str:
             data = tiff.filehandle.read(page.databytecounts[index])
             pixels = page.decode(data, index, jpegtables=page.jpegtables)[0]
             pixels = pixels.reshape(page.tilelength, page.tilewidth, -1)  # edge tiles: only the image's part
-            pixels = pixels[:side - y // page.tilelength * page.tilelength, :side - x // page.tilewidth * page.tilewidth]
+            pixels = pixels[:side - y + y % page.tilelength, :side - x + x % page.tilewidth]
             found.append(f"({x},{y}): mean {pixels.mean():.0f} std {pixels.std():.1f}")
     return f"{side}x{side}x{page.shape[2]} {page.dtype}, tiles {page.tilewidth}; " + "; ".join(found)
 
@@ -540,7 +531,6 @@ def scale(args: argparse.Namespace, pattern: np.ndarray) -> None:
     print(f"(this script's own peak RSS, writing the inputs band by band: {own:.0f} MiB)")
 
 
-# ---------------------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
@@ -591,8 +581,7 @@ def main() -> None:
         print(f"generator: resnet, {weights}\nimage: {what}")
         if args.parts & {"fidelity", "seams", "picture"}:
             if not args.parts & {"fidelity", "seams"}:  # the picture alone: only its modes
-                args.overlaps, args.blends = args.overlaps[:1], ["cosine"]
-                args.stats_sides = args.stats_sides[:1]
+                args.overlaps, args.blends, args.stats_sides = args.overlaps[:1], ["cosine"], args.stats_sides[:1]
             print(f"tiles {args.tile} px, overlaps {args.overlaps}, blends {args.blends}, statistics"
                   f" {[label for label, _ in stats_modes(args)]}")
             modes, window = fidelity(generator, image, args, device, want_picture="picture" in args.parts)
