@@ -133,3 +133,38 @@ def kill_9_at(run: Path, step: int, last: int, args: list[str], env: dict | None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "checkpoints" / f"step-{last:08d}").exists(), "the run finished before it was killed"
+
+
+@pytest.fixture
+def depth_generator_file(tmp_path: Path):
+    """Saves a test generator class as a generator file recording the 16-bit value mapping ("depth") a run of
+    16-bit data has: make(cls, options) -> the file; the class is registered as a plugin for the test."""
+    import i2i
+    from safetensors.torch import save_file
+
+    from i2i.contract.registry import default_registry
+    from i2i.data.values import DomainRange, ValueMap
+    from i2i.storage.checkpoint import VALUES_KEY, part_metadata
+
+    registry = default_registry()
+    names = []
+
+    def make(cls, options: dict) -> Path:
+        class Plugin:
+            @i2i.hookimpl
+            def i2i_generators(self):
+                return [cls]
+
+        registry.register(Plugin(), name=cls.name)
+        names.append(cls.name)
+        meta = {**part_metadata("generator", cls.name, options),
+                VALUES_KEY: ValueMap("depth", {"A": DomainRange(), "B": DomainRange()}).to_json()}
+        file = tmp_path / f"{cls.name}.safetensors"
+        save_file(cls(**options).state_dict(), file, metadata=meta)
+        return file
+
+    yield make
+    for name in names:
+        registry.manager.unregister(name=name)
+    registry._parts = None
+

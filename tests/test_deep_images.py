@@ -12,16 +12,14 @@ import tifffile
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 import i2i
 from conftest import RECIPES, assert_same_final_state, error_line
 from i2i.api import Generator
-from i2i.storage.checkpoint import VALUES_KEY, part_metadata
 from i2i.data.images import read_array
-from i2i.contract.registry import default_registry
-from i2i.data.values import DomainRange, ValueMap
+from i2i.data.values import ValueMap
+from i2i.storage.checkpoint import VALUES_KEY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,25 +68,10 @@ class Identity(Generator):
         return x
 
 
-class IdentityPlugin:
-    @i2i.hookimpl
-    def i2i_generators(self):
-        return [Identity]
-
-
 @pytest.fixture
-def identity_file(tmp_path: Path):
+def identity_file(depth_generator_file):
     """A generator file of the identity, recording the 16-bit value mapping ("depth") a run of 16-bit data has."""
-    registry = default_registry()
-    registry.register(IdentityPlugin(), name="identity-test")
-    net = Identity()
-    meta = {**part_metadata("generator", "identity-test", {"in_channels": 1, "out_channels": 1}),
-            VALUES_KEY: ValueMap("depth", {"A": DomainRange(), "B": DomainRange()}).to_json()}
-    file = tmp_path / "identity.safetensors"
-    save_file(net.state_dict(), file, metadata=meta)
-    yield file
-    registry.manager.unregister(name="identity-test")
-    registry._parts = None
+    return depth_generator_file(Identity, {"in_channels": 1, "out_channels": 1})
 
 
 def test_16_bit_images_survive_an_identity_generator_within_one_step(cli, tmp_path, identity_file):

@@ -12,14 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import i2i
 from conftest import error_line
 from test_deep_images import Identity
 from i2i.api import create
-from i2i.contract.registry import default_registry
 from i2i.data.images import read_array
-from i2i.data.values import DomainRange, ValueMap
-from i2i.storage.checkpoint import VALUES_KEY, part_metadata
+from i2i.storage.checkpoint import part_metadata
 from i2i.tiles.engine import translate_tensor
 from i2i.tiles.plan import BLENDS, Tiling, plan_axis
 from i2i.tools.generators import run_generator
@@ -37,24 +34,10 @@ class Identity4(Identity):
     size_multiple = 4
 
 
-class Identity4Plugin:
-    @i2i.hookimpl
-    def i2i_generators(self):
-        return [Identity4]
-
-
 @pytest.fixture
-def identity16(tmp_path: Path):
+def identity16(depth_generator_file):
     """A generator file of the 4-multiple identity with the 16-bit value mapping a run of 16-bit data records."""
-    registry = default_registry()
-    registry.register(Identity4Plugin(), name="identity4-test")
-    meta = {**part_metadata("generator", "identity4-test", {"in_channels": 1}),
-            VALUES_KEY: ValueMap("depth", {"A": DomainRange(), "B": DomainRange()}).to_json()}
-    file = tmp_path / "identity4.safetensors"
-    save_file(Identity4().state_dict(), file, metadata=meta)
-    yield file
-    registry.manager.unregister(name="identity4-test")
-    registry._parts = None
+    return depth_generator_file(Identity4, {"in_channels": 1})
 
 
 def resnet_file(tmp_path: Path, seed: int = 0, **options) -> Path:

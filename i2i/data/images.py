@@ -29,8 +29,6 @@ import tifffile
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from i2i.errors import I2IError
 
@@ -40,6 +38,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFiles",
     "image_opens",
+    "image_size",
     "list_images",
     "read_array",
     "read_image",
@@ -512,6 +511,22 @@ def image_opens(path: Path) -> bool:
         return False
 
 
+def image_size(path: Path | str) -> tuple[int, int] | None:
+    """(width, height) from the file's header, TIFFs of any size included (nothing is decoded); None when
+    unreadable."""
+    try:
+        with _open_file(path) as file, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a damaged EXIF block, named when the image is read
+            if Path(path).suffix.lower() in (".tif", ".tiff"):  # PIL refuses TIFFs over its pixel limit
+                with tifffile.TiffFile(file, name=Path(path).name) as tiff:
+                    shape = tiff.pages.first.shape
+                    return (shape[1], shape[0]) if len(shape) >= 2 else None
+            with Image.open(file) as image:
+                return image.size
+    except Exception:
+        return None
+
+
 class ImageFiles:
     """A list of image files read by index, where a file that fails to decode is replaced by the next one.
 
@@ -561,6 +576,10 @@ def transform_image(image: Image.Image, load_size: int, crop_size: int, augment:
 def transform_images(images: list[Image.Image], load_size: int, crop_size: int, augment: bool,
                      flip: bool = True) -> list[Tensor]:
     """`transform_image` applied to several images with the same crop and flip (the halves of a pair)."""
+    # imported here: torchvision pulls in torch._dynamo (1.6 s and 170 MB), which translate and the CLI never need
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
     if crop_size > load_size:
         raise ValueError(f"crop_size {crop_size} is larger than load_size {load_size}")
     if augment:

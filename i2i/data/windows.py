@@ -31,8 +31,9 @@ from i2i.storage.atomic import atomic_path
 __all__ = ["ArraySink", "ArraySource", "CannotStream", "GeoInfo", "GeoSink", "GeoSource", "TiffSink", "TiffSource",
            "WindowSink", "WindowSource", "is_geotiff", "open_windows", "streams"]
 
-#: decoded tiles/strips a TiffSource keeps for re-read overlaps: two 256-row bands of 20000x3 pixels are 30 MB
-CACHE_BYTES = 256 << 20
+#: decoded tiles/strips a TiffSource keeps for re-read overlaps: a tile row of the next band (256 rows of a 20000 px
+#: wide RGB image, 15 MB) and the window being read; more only adds to the peak memory of a large translation
+CACHE_BYTES = 64 << 20
 _GEO_TAGS = (33922, 34264, 34735)  # ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _GEO_EXTRA = "pip install 'i2i[geo]'"
 _warned_no_rasterio = False  # the missing-extra warning is given once per process, not once per file

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from i2i.contract.parts import Generator, declared_sizes, fitting_side
-from i2i.tiles.budget import GIB, budget_bytes, budget_words, bytes_per_pixel, fitting_tile
+from i2i.tiles.budget import (GIB, budget_bytes, budget_words, fitting_tile, footprint,
+                              release_freed_memory)
 from i2i.tiles.norms import NormControl, StopForward, norm_modules
 from i2i.tiles.plan import Tiling, check_tile_side, plan_axis
+from i2i.tiles.reduce import BoxReducer
 
 __all__ = ["TileInput", "TiledTranslation", "choose_tile", "downscaled", "tensor_input", "translate_tensor"]
 
@@ -60,12 +62,12 @@ def choose_tile(generator: Generator, tiling: Tiling, height: int, width: int, c
     if tiling.tile:
         check_tile_side(tiling.tile, multiple, least, tiling.overlap)
         return (tiling.tile if max(padded_h, padded_w) > tiling.tile else None), ""
-    per_pixel = bytes_per_pixel(generator, channels)
-    need = per_pixel * padded_h * padded_w * images
+    cost = footprint(generator, channels)
+    need = cost.per_pixel * padded_h * padded_w * images
     budget = budget_bytes(device, tiling.memory_budget)
     if need <= budget:
         return None, ""
-    tile = fitting_tile(generator, per_pixel, budget, tiling.batch_size)
+    tile = fitting_tile(generator, cost, budget, tiling.batch_size, padded_w)
     return tile, (f"{width}x{height} needs about {need / GIB:.3g} GiB to translate whole, more than the memory"
                   f" budget of {budget / GIB:.3g} GiB ({budget_words(tiling.memory_budget, device)}): translating"
                   f" it in {tile} px tiles (--tile N sets the side, --memory-budget GB the budget, --tile 0 never"
@@ -140,11 +142,18 @@ class TiledTranslation:
             assert accumulated is not None
             # Rows above the next tile row get no more contributions: normalize and hand them on.
             final = self.rows.starts[i + 1] if i + 1 < len(self.rows.starts) else self.padded[0]
-            # normalized in place: the finished rows are a view of the old buffer, no second copy of the band
-            finished = accumulated[:, :final - top].div_(row_cover[top:final, None] * column_cover[None, :])
+            finished = accumulated[:, :final - top]
             accumulated = accumulated[:, final - top:].clone()
+            # Normalized in place and handed on as a view: the band exists once, and once the consumer lets go of
+            # it (before it asks for the next) it is freed before the next band is accumulated.
+            finished.div_(row_cover[top:final, None] * column_cover[None, :])
             if top < height:
-                yield top, finished[:, :min(final, height) - top, :width].contiguous()
+                rows = finished[:, :min(final, height) - top, :width]
+                del finished
+                yield top, rows
+                del rows
+            else:
+                del finished
             top = final
 
     def _translate_row(self, y: int) -> Iterator[tuple[int, Tensor]]:
@@ -152,6 +161,7 @@ class TiledTranslation:
         for starts, batch, _ in self._batches(y):
             with self._norms(), torch.inference_mode():
                 result = self.generator(batch.to(self.device, self.dtype)).float().cpu()
+            release_freed_memory()
             self._progress(len(batch))
             yield from zip(starts, result)
 
@@ -169,22 +179,9 @@ class TiledTranslation:
                             self.generator(batch.to(self.device, self.dtype))
                     except StopForward:
                         pass
+                    release_freed_memory()
                     self._progress(len(batch))
             self.control.finish_measuring()
-
-    def _pool_statistics(self) -> None:
-        """One pass over every tile with the statistics fixed so far (each tile's own where none are), summing every
-        norm's input over the owned pixels; then fix every norm to the whole image's statistics that pass saw."""
-        assert self.control is not None
-        self.control.input_size = (self.rows.size, self.columns.size)
-        self.control.start_pooling()
-        for y in self.rows.starts:
-            for _, batch, regions in self._batches(y):
-                self.control.regions = regions
-                with self.control.active(), torch.inference_mode():
-                    self.generator(batch.to(self.device, self.dtype))
-                self._progress(len(batch))
-        self.control.finish_pooling()
 
     def _record_statistics(self, picture: Tensor) -> None:
         """Fix each norm's statistics to those it takes of `picture` (C, h, w), a stand-in for the whole image."""
@@ -267,14 +264,11 @@ def downscaled(source: TileInput, side: int) -> Tensor:
     factor = math.ceil(max(source.height, source.width) / side)
     if factor <= 1:
         return source.read(0, 0, source.height, source.width).float()
-    out_w = math.ceil(source.width / factor)
+    reducer = BoxReducer(factor)
     chunk_rows = factor * max(1, _REDUCE_VALUES // (factor * source.width * max(1, source.channels)))
-    pieces = []
     for top in range(0, source.height, chunk_rows):
-        rows = min(chunk_rows, source.height - top)
-        band = source.read(top, 0, rows, source.width).float()
-        pieces.append(F.adaptive_avg_pool2d(band[None], (math.ceil(rows / factor), out_w))[0])
-    return torch.cat(pieces, 1)
+        reducer.add(source.read(top, 0, min(chunk_rows, source.height - top), source.width))
+    return reducer.result()
 
 
 def translate_tensor(generator: Generator, image: Tensor, tiling: Tiling, tile: int,

@@ -55,12 +55,10 @@ class NormControl:
     modules: list[nn.Module]
     fixed: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
     measuring: int | None = None  # index of the norm whose whole-image statistics are being summed
-    pooling: bool = False  # every norm sums its input over owned pixels, without stopping the pass
     recording: bool = False
     regions: list[Region] = field(default_factory=list)  # per image of the batch, in input pixels
     input_size: tuple[int, int] = (1, 1)
     _sums: _Sums | None = None
-    _pooled: list[_Sums | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.fixed:
@@ -103,8 +101,6 @@ class NormControl:
             if self.measuring == index:
                 self._measure(x)
                 raise StopForward
-            if self.pooling:
-                self._pool(index, x)
             stats = self.fixed[index]
             if stats is None and self.recording:
                 var, mean = torch.var_mean(x.float(), dim=(-2, -1), correction=0)
@@ -115,24 +111,6 @@ class NormControl:
             return _normalize(module, x, *stats)
 
         return forward
-
-    def start_pooling(self) -> None:
-        """Sum every norm's input over owned pixels during the next pass over all tiles."""
-        self.pooling, self._pooled = True, [None] * len(self.modules)
-
-    def finish_pooling(self) -> None:
-        """Fix every norm's statistics to those the pass pooled over the whole image."""
-        for index, sums in enumerate(self._pooled):
-            if sums is not None and sums.count:
-                mean = sums.total / sums.count
-                self.fixed[index] = (mean.float(), (sums.squares / sums.count - mean * mean).clamp_(min=0.0).float())
-        self.pooling, self._pooled = False, []
-
-    def _pool(self, index: int, x: Tensor) -> None:
-        if self._pooled[index] is None:
-            zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-            self._pooled[index] = _Sums(zeros, zeros.clone())
-        self._add(self._pooled[index], x)
 
     def _measure(self, x: Tensor) -> None:
         """Add the owned pixels of each tile in `x` to the sums, at `x`'s resolution."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -176,10 +177,17 @@ def to_tensor(image: Image.Image) -> Tensor:
     return tensor.div_(127.5).sub_(1.0)
 
 
+def to_uint8(tensor: Tensor, in_place: bool = False) -> np.ndarray:
+    """A (C, H, W) tensor in [-1, 1] as an (H, W, C) uint8 array (`in_place`: a float32 CPU `tensor` may be
+    overwritten, sparing a copy of it)."""
+    unit = tensor.float() if in_place else tensor.float().clone()
+    unit.add_(1).div_(2).nan_to_num_(0.0).clamp_(0, 1)
+    return unit.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
 def to_image(tensor: Tensor) -> Image.Image:
     """A (C, H, W) tensor in [-1, 1] as an 8-bit PIL image (RGB for 3 channels, L for 1)."""
-    array = ((tensor.float() + 1) / 2).nan_to_num(0.0).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-    array = array.permute(1, 2, 0).contiguous().cpu().numpy()
+    array = to_uint8(tensor)
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -25,9 +24,11 @@ from i2i.data.values import ValueMap
 from i2i.data.windows import ArraySink, GeoSink, TiffSink, WindowSink, WindowSource
 from i2i.errors import I2IError
 from i2i.storage.atomic import atomic_file
+from i2i.tiles.budget import footprint
 from i2i.tiles.engine import TiledTranslation, TileInput, downscaled
 from i2i.tiles.plan import Tiling
-from i2i.tools.generators import in_channels
+from i2i.tiles.reduce import BoxReducer
+from i2i.tools.generators import in_channels, to_image, to_uint8
 
 __all__ = ["LargeOutput", "THUMBNAILS_DIR", "THUMBNAIL_SIDE", "needs_thumbnail", "source_input", "translate_large"]
 
@@ -97,20 +98,21 @@ def translate_large(generator: Generator, image: TileInput, target: Path, tiling
         nodata = None
     shrink = math.ceil(max(image.height, image.width) / THUMBNAIL_SIDE)
     make_thumbnails = thumbnails is not None and needs_thumbnail(target, image.height, image.width)
-    reducer = _Reducer(shrink) if make_thumbnails else None
+    reducer = BoxReducer(shrink) if make_thumbnails else None
 
     def bands() -> Iterator[tuple[int, np.ndarray]]:
         for top, rows in translation.bands():
             if reducer is not None:
                 reducer.add(rows)
             array = _to_array(rows, values, out_dtype, in_place=True)  # the engine hands each band over once
+            del rows  # freed before the engine accumulates the next band
             if source is not None and source.geo is not None:
                 mask = source.nodata_mask(top, 0, array.shape[0], array.shape[1])
                 if mask is not None and nodata is not None:
                     array[mask] = np.asarray(nodata).astype(out_dtype)
             yield top, array
 
-    out_channels = _out_channels(generator, image)
+    out_channels = footprint(generator, image.channels).out_channels
     suffix = target.suffix.lower()
     sink: WindowSink
     if suffix in _TIFF_SUFFIXES and geo is not None:
@@ -135,22 +137,12 @@ def _representable(value: float, dtype: np.dtype) -> bool:
     return True
 
 
-def _out_channels(generator: Generator, image: TileInput) -> int:
-    """The channels the generator's outputs have (from a tiny probe when its last conv does not say)."""
-    last = [m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
-    if last:
-        return last[-1].out_channels
-    return image.channels
-
-
 def _to_array(rows: Tensor, values: ValueMap | None, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
     """(C, h, W) output rows in [-1, 1] as an (h, W, C) array of the output dtype (`in_place`: `rows` may be
     overwritten, sparing a band-sized copy)."""
     if values is not None:
         return values.from_network(rows, "B", dtype)
-    unit = rows.float() if in_place else rows.float().clone()
-    unit.add_(1).div_(2).nan_to_num_(0.0).clamp_(0, 1)  # the operations of generators.to_image, in its order
-    return unit.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return to_uint8(rows, in_place)
 
 
 def _write_whole(target: Path, array: np.ndarray, values: ValueMap | None) -> None:
@@ -167,45 +159,14 @@ def _write_whole(target: Path, array: np.ndarray, values: ValueMap | None) -> No
         write_array(f, array, ARRAY_FORMATS.get(suffix, "png"))
 
 
-class _Reducer:
-    """Box-filters bands of output rows, as they come, into a thumbnail `factor` times smaller."""
-
-    def __init__(self, factor: int) -> None:
-        self.factor, self.pending, self.pieces = factor, None, []
-
-    def add(self, rows: Tensor) -> None:
-        """Take the next band of (C, h, W) rows (only the few rows short of a whole block are kept, copied)."""
-        if self.pending is not None:  # complete the pending block from the band's first rows
-            needed = self.factor - self.pending.shape[1]
-            block = torch.cat([self.pending, rows[:, :needed]], 1)
-            rows = rows[:, needed:]
-            if block.shape[1] < self.factor:
-                self.pending = block
-                return
-            self.pieces.append(F.avg_pool2d(block[None], self.factor, ceil_mode=True)[0])
-        whole = rows.shape[1] // self.factor * self.factor
-        if whole:
-            self.pieces.append(F.avg_pool2d(rows[None, :, :whole], self.factor, ceil_mode=True)[0])
-        self.pending = rows[:, whole:].clone() if whole < rows.shape[1] else None
-
-    def result(self) -> Tensor:
-        """The thumbnail (C, h, w)."""
-        if self.pending is not None:
-            self.pieces.append(F.adaptive_avg_pool2d(
-                self.pending[None], (1, math.ceil(self.pending.shape[2] / self.factor)))[0])
-            self.pending = None
-        return torch.cat(self.pieces, 1)
-
-
 def _write_thumbnails(prefix: Path, source: Tensor, output: Tensor) -> tuple[Path, Path]:
     """Write the input and output thumbnails as 8-bit PNGs named after `prefix`; their paths."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for role, tensor in (("input", source), ("output", output)):
         picture = tensor if tensor.shape[0] in (1, 3) else tensor[:3] if tensor.shape[0] > 3 else tensor[:1]
-        array = _to_array(picture, None, np.dtype(np.uint8))
         path = prefix.with_name(f"{prefix.name}.{role}.png")
         with atomic_file(path) as f:
-            Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(f, format="PNG")
+            to_image(picture).save(f, format="PNG")
         paths.append(path)
     return paths[0], paths[1]

@@ -17,14 +17,13 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import numpy as np
-import tifffile
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from i2i.contract.parts import Generator, declared_sizes
-from i2i.data.images import ARRAY_EXTENSIONS, ARRAY_FORMATS, list_images, read_array, read_image, write_array
+from i2i.data.images import (ARRAY_EXTENSIONS, ARRAY_FORMATS, image_size, list_images, read_array, read_image,
+                             write_array)
 from i2i.data.values import ValueMap
 from i2i.data.windows import WindowSource, is_geotiff, open_windows, streams
 from i2i.engine.devices import resolve_device
@@ -400,38 +399,20 @@ def _cell(path: Path, base: Path, picture: Path | None = None) -> str:
     """A table cell showing the image at `path` (through `picture`, a thumbnail, for those a browser cannot show)."""
     href = html.escape(_href(path, base), quote=True)
     if picture is not None:
-        size = _pixel_size(path)
+        size = image_size(path)
         label = f'<span class="size">{size[0]}x{size[1]}</span>' if size else ""
         return (f'<td><a href="{href}"><img src="{html.escape(_href(picture, base), quote=True)}" loading="lazy"'
                 f' style="width:320px" alt="thumbnail of {html.escape(path.name)}"></a>{label}</td>')
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. a damaged EXIF block, already named when the image was read
-            with Image.open(path) as image:  # reads only the header
-                w, h = image.size
-    except Exception:
+    size = image_size(path)
+    if size is None:
         return f'<td><a href="{href}">{html.escape(path.name)}</a></td>'
+    w, h = size
     # Upscale small images (pixelated) so a 32 px image is visible; larger ones fit in 320 px.
     longest = max(w, h, 1)
     width = max(1, round(w * min(320, max(longest, 128)) / longest))
     small = ' class="small"' if width > w else ""
     return (f'<td><a href="{href}"><img{small} src="{href}" loading="lazy" style="width:{width}px" alt=""></a>'
             f'<span class="size">{w}x{h}</span></td>')
-
-
-def _pixel_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from the file's header (TIFFs of any size included), None when unreadable."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tiff:
-                shape = tiff.pages[0].shape
-                return (shape[1], shape[0]) if len(shape) >= 2 else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                return image.size
-    except Exception:
-        return None
 
 
 def write_index(result: TranslateResult) -> Path:
