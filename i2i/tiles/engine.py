@@ -197,6 +197,8 @@ class TiledTranslation:
         try:
             with self.control.active(), torch.inference_mode():
                 self.generator(batch.to(self.device, self.dtype))
+        except StopForward:
+            pass
         finally:
             self.control.recording = False
 

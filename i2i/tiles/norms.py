@@ -106,6 +106,8 @@ class NormControl:
                 var, mean = torch.var_mean(x.float(), dim=(-2, -1), correction=0)
                 stats = (mean.mean(0), var.mean(0))  # one image: its statistics
                 self.fixed[index] = stats
+                if all(fixed is not None for fixed in self.fixed):
+                    raise StopForward  # the layers after the last norm add nothing to record
             if stats is None:
                 return original(module, x)
             return _normalize(module, x, *stats)
