@@ -17,12 +17,17 @@ from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progres
 from rich.table import Table
 from rich.text import Text
 
-from i2i.errors import I2IError, Interrupted
+from i2i.errors import EXIT_ERROR, I2IError, InputsSkipped, Interrupted, is_out_of_memory, out_of_memory_error
 from i2i.tiles import BLENDS, NORM_STATS
 from i2i.contract.options import closest, toml_value
 
 stderr = Console(stderr=True)
 stdout = Console()
+#: the --help epilog of the group and of the commands that read inputs (translate, evaluate, export)
+EXIT_CODES = ("Exit status: 0 done; 1 an unexpected failure (a bug: --debug shows the traceback); 2 an error you can"
+              " fix (a bad flag, file or value; nothing done; out of memory: the error line says what to change);"
+              " 3 done, but some inputs were skipped (each named in a warning; --allow-skipped makes this 0);"
+              " 130 interrupted.")
 
 
 class PluginGroup(click.Group):
@@ -46,9 +51,9 @@ class PluginGroup(click.Group):
         return self.commands.get(cmd_name) or self.plugin_commands().get(cmd_name)
 
 
-@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.option("--debug", is_flag=True, help="Show the full traceback of errors (also accepted after a command).")
-@click.version_option(package_name="i2i")
+@click.version_option(package_name="i2i-toolkit")  # the distribution; "i2i" on the package index is another project
 def cli(debug: bool) -> None:
     """i2i: plugin-based image-to-image translation (CycleGAN and friends)."""
 
@@ -63,13 +68,35 @@ def cli(debug: bool) -> None:
 def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, overwrite: bool, resume: bool) -> None:
     """Train the parts a RECIPE (.toml) assembles."""
     from i2i.engine import Trainer, default_run_dir
+    from i2i.engine.checkpoints import check_recorded_parts
 
-    resolved = load_recipe_noting(recipe, overrides, resume=resume)
-    trainer = Trainer(resolved, out or default_run_dir(resolved), overwrite=overwrite, resume=resume)
+    try:
+        resolved = load_recipe_noting(recipe, overrides, resume=resume)
+    except I2IError:
+        if resume and (folder := _resume_folder(recipe, overrides, out)) is not None:
+            check_recorded_parts(folder)  # a part missing here: named with the package the run's checkpoint records
+        raise
+    note = lambda text: stderr.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    trainer = Trainer(resolved, out or default_run_dir(resolved), overwrite=overwrite, resume=resume, on_note=note)
     run_dir = trainer.run()  # the progress bar and the log lines are the stock "progress" callback's
-    if trainer.is_main:
-        stdout.print(f"done: {run_dir}  (report: {trainer.folder.report_file})", highlight=False, markup=False,
-                     soft_wrap=True)
+    if trainer.is_main:  # a resumed run found at its end says so, and how to train longer, instead of "done"
+        done = trainer.finished_earlier or f"done: {run_dir}  (report: {trainer.folder.report_file})"
+        stdout.print(done, highlight=False, markup=False, soft_wrap=True)
+
+
+def _resume_folder(recipe: Path, overrides: tuple[str, ...], out: Path | None) -> Path | None:
+    """The run folder `run --resume` continues, for a recipe that does not resolve: --out, or the default for the
+    file's run.name (None when that cannot be read either)."""
+    from i2i.engine import default_run_dir
+    from i2i.recipe import RUN, Recipe, apply_overrides, read_toml
+
+    if out is not None:
+        return out
+    try:
+        run = apply_overrides(read_toml(recipe), list(overrides)).get("run", {})
+        return default_run_dir(Recipe({"run": RUN.resolve(run if isinstance(run, dict) else {}, "run")}))
+    except I2IError:
+        return None
 
 
 def load_recipe_noting(recipe: Path, overrides: tuple[str, ...], resume: bool = False):
@@ -219,12 +246,17 @@ def info(kind: str, name: str) -> None:
 checkpoint_option = click.option("--checkpoint", "which", default=None, metavar="NAME", show_default="latest",
                                  help="Which checkpoint of a run folder: latest, best (kept by"
                                       " callback.validation.keep_best) or step-N.")
+#: `--allow-skipped` of the commands that read many inputs (translate, evaluate): skipped inputs are not a failure
+allow_skipped_option = click.option("--allow-skipped", is_flag=True,
+                                    help="Exit 0 even when some inputs were skipped (unreadable, too small; each is"
+                                         " named in a warning) as long as the others were done; without it such a"
+                                         " run exits 3. Nothing done at all still fails.")
 #: `--raw` of the same commands: the trained generator weights instead of the variant the run's callbacks declared
 raw_option = click.option("--raw", is_flag=True, help="Use the raw generator weights, not the variant the run's"
                                                        " callbacks saved for inference (e.g. an EMA average).")
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODES)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the translated images.")
@@ -252,14 +284,16 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
               help="Images needing more to translate whole are tiled (GiB).")
 @click.option("--stats-side", type=click.IntRange(min=1), default=1024, show_default=True, metavar="PX",
               help="Side of the picture --norm-stats sample or thumbnail takes statistics from.")
+@allow_skipped_option
 def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
               batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool, tile: int | None,
-              overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, stats_side: int) -> None:
+              overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, stats_side: int,
+              allow_skipped: bool) -> None:
     """Translate INPUT images and folders with the generator in CHECKPOINT (a run, checkpoint or .safetensors).
 
     Images over the memory budget (or --tile) are translated in overlapping tiles, blended without seams, with the
     whole image's instance-norm statistics; TIFFs are then read and written window by window (GeoTIFFs keep their
-    georeference).
+    georeference). Inputs that cannot be read or translated are skipped, each named in a warning line.
     """
     from i2i.tiles.plan import Tiling
     from i2i.tools.translate import translate as run_translation
@@ -278,6 +312,24 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
     stdout.print(f"translated {count} image{'s' * (count != 1)}{weights} into {result.out}{skipped}; index:"
                  f" {result.index}",
                  highlight=False, markup=False, soft_wrap=True)
+    check_skipped(len(result.skipped), count, allow_skipped, "nothing translated",
+                  [source for source, _ in result.skipped])
+
+
+def check_skipped(skipped: int, done: int, allowed: bool, nothing: str, names: list[Path] | None = None) -> None:
+    """Fail a command that skipped `skipped` inputs (`names`: which, when known) and did `done` others: an error
+    saying `nothing` (e.g. "nothing translated") when it did none, else exit 3 unless `allowed` (--allow-skipped)."""
+    if not skipped:
+        return
+    shown = ", ".join(map(str, (names or [])[:3])) + (f" and {len(names) - 3} more" if len(names or []) > 3 else "")
+    which = f" ({shown})" if shown else ""
+    if not done:
+        raise I2IError(f"{nothing}: {'the only input was' if skipped == 1 else f'all {skipped} inputs were'} skipped"
+                       f"{which}; the warnings above say why")
+    if not allowed:
+        raise InputsSkipped(f"{skipped} of {skipped + done} inputs {'was' if skipped == 1 else 'were'} skipped{which};"
+                            " the warnings above say why: fix or remove them, or pass --allow-skipped to accept the"
+                            " rest")
 
 
 @cli.command()
@@ -295,7 +347,7 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
               help="Largest image the page translates, in pixels (width x height, before and after scaling).")
 def demo(checkpoint: Path, which: str | None, host: str, port: int, device: str, raw: bool, max_upload_mb: float,
          max_pixels: int) -> None:
-    """Try the generator in CHECKPOINT in a web page: drop an image, see it translated (needs i2i[demo])."""
+    """Try the generator in CHECKPOINT in a web page: drop an image, see it translated (needs i2i-toolkit[demo])."""
     from i2i.tools.demo import serve
 
     def say(text: str) -> None:
@@ -323,7 +375,7 @@ def convert(reference: Path, out: Path | None) -> None:
                  soft_wrap=True)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODES)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]),
               help="onnx (torch.onnx, opset 18; run it with onnxruntime) or torchscript (torch.jit.trace).")
@@ -414,7 +466,7 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
                  soft_wrap=True)
 
 
-@cli.command()
+@cli.command(epilog=EXIT_CODES)
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), metavar="ROOT",
               help="Dataset folder (default: the run's data.root, or its synthetic data).")
@@ -435,9 +487,10 @@ def compare(runs: tuple[Path, ...], out: Path, samples: int, device: str) -> Non
 @raw_option
 @click.option("--tile", type=click.IntRange(min=0), default=None, metavar="N", show_default="over the budget",
               help="Translate images larger than N x N px in N px tiles, as translate does (0: never tile).")
+@allow_skipped_option
 def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Path | None, fid: str | None,
              batch_size: int, size: int | None, device: str, which: str | None, raw: bool,
-             tile: int | None) -> None:
+             tile: int | None, allow_skipped: bool) -> None:
     """Measure RUN on held-out images: L1/PSNR/SSIM (paired), cycle L1, FID/KID; writes RUN/metrics.json."""
     from i2i.storage.cache import inception_path
     from i2i.tools.evaluate import evaluate as run_evaluation
@@ -469,6 +522,14 @@ def evaluate(run_dir: Path, data: Path | None, split: str, inception_weights: Pa
                      f" {inception_path(protocol)}; get them with `{download_command(protocol)}` or pass"
                      " --inception-weights FILE", highlight=False, markup=False, soft_wrap=True)
     stdout.print(f"metrics: {Path(report['run']) / 'metrics.json'}", highlight=False, markup=False, soft_wrap=True)
+    skipped = len(report["data"].get("skipped", []))
+    if skipped and allow_skipped:
+        stderr.print(f"note: the metrics leave out the {skipped} input file{'s' * (skipped != 1)} skipped above",
+                     highlight=False, markup=False, soft_wrap=True)
+    # images measured: a pair counts once in each direction, an unpaired file in its domain's direction only
+    counts = [m.get("images") or 0 for m in report["metrics"].values()]
+    check_skipped(skipped, max(counts) if report["data"]["paired"] else sum(counts), allow_skipped,
+                  "nothing evaluated")
 
 
 def _metric_text(value: object) -> str:
@@ -528,7 +589,8 @@ def _download(label: str, fetch: Callable, what: str, next_label: str) -> None:
         from i2i.tools.download.transfer import human_size
 
         fetched = result.fetched
-        resumed = f", resumed at {human_size(fetched.resumed_from)}" if fetched.resumed_from else ""
+        resumed = "" if not fetched.resumed_from else ", fetched whole by an earlier call" \
+            if fetched.resumed_from == fetched.size else f", resumed at {human_size(fetched.resumed_from)}"
         say(f"downloaded {what} {result.entry.qualified} ({human_size(fetched.size)}{resumed}) into"
             f" {result.path}{detail}")
         if result.pinned:
@@ -579,14 +641,23 @@ def download_list(kind: str | None) -> None:
     """List what `i2i download` can fetch (of one KIND), with upstream's URL."""
     from i2i.tools.download import KINDS, entries
 
-    table = Table(box=None, header_style="bold")
-    for column in ("kind", "name", "layout", "url"):
-        table.add_column(column, overflow="fold")
-    for k in [kind] if kind else KINDS:
-        for entry in entries(k):
-            table.add_row(k, entry.qualified, entry.layout or entry.protocol, entry.url)
-    stdout.print(table)
+    rows = [(k, entry.qualified, entry.layout or entry.protocol, entry.url)
+            for k in ([kind] if kind else KINDS) for entry in entries(k)]
+    # aligned columns, the URL last and never wrapped or folded (in a narrow terminal or a log), so it stays copyable
+    widths = [max(len(row[i]) for row in [("kind", "name", "layout")] + rows) for i in range(3)]
+    for number, row in enumerate([("kind", "name", "layout", "url")] + rows):
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]
+        stdout.print(line, style="bold" if number == 0 else None, highlight=False, markup=False, soft_wrap=True)
 
+
+
+#: (what was being done, what shrinks the memory it needs) for an out-of-memory a command's own code did not
+#: name: training's is in the step, so the recipe keys that size it
+_TRAINING_FIXES = ("training", "lower data.crop_size, data.batch_size or generator.channels (--set KEY=VALUE), use"
+                   " run.precision=bf16 on a GPU, or train on a device with more memory (run.device)")
+_MEMORY_FIXES = {"run": _TRAINING_FIXES}  # sweep trains in child processes, each of which says this itself
+_MEMORY_FIX = ("", "use smaller images (--size N), tiles (--tile N), a smaller --batch-size, or a device with more"
+                   " memory (--device), where the command has them")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -614,14 +685,19 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         stderr.print(f"{_rank_prefix()}error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # an unexpected failure still ends in one line unless --debug
         if debug:
             traceback.print_exc()
-        else:
+        if is_out_of_memory(exc):  # one the command did not name more closely: say what shrinks its memory
+            doing, fixes = _MEMORY_FIXES.get(next((a for a in args if not a.startswith("-")), ""), _MEMORY_FIX)
+            stderr.print(f"{_rank_prefix()}error: {out_of_memory_error(exc, doing, fixes)}", highlight=False,
+                         markup=False, soft_wrap=True)
+            sys.exit(EXIT_ERROR)
+        if not debug:
             stderr.print(f"{_rank_prefix()}error: {type(exc).__name__}: {exc} (run again with --debug for the"
                          " traceback)",
                          highlight=False, markup=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import tomllib
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ RUN = OptionSet((
 ))
 LOADER = OptionSet((
     Option("batch_size", int, 1, "images per domain per step, per process under torchrun", min=1),
-    Option("workers", int, 4, "data loading processes (0 loads on the training thread)", min=0),
+    Option("workers", int, 4, "data loading processes (0 loads on the training thread); capped at the CPUs this"
+           " process may use, which changes no batch", min=0),
 ))
 TRAIN = OptionSet((
     Option("epochs", int, 100, "epochs at the initial learning rate", min=0),
@@ -44,6 +46,13 @@ TRAIN = OptionSet((
     Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
 ))
+#: the recipe keys (fnmatch patterns over dotted keys) whose changes a resumed run applies. Any other key must stay as
+#: the run's checkpoint recorded it: what --resume restores (weights, the optimizers' moments and hyperparameters,
+#: pools, data order, random streams) was made with it, so a new value would not take effect, or only in part. The
+#: base learning rates and loss weights are read afresh at every step; the rest are how a session runs.
+RESUMABLE_KEYS = ("run.name", "run.device", "run.precision", "run.channels_last", "run.compile",
+                  "run.distributed_timeout", "data.root", "data.workers", "train.*", "callback.*", "optim.lr",
+                  "optim.*.lr", "loss.*.weight")
 #: the [train] keys of today; others a recipe gives there may have moved to a callback's table (Option.replaces)
 TRAIN_KEYS = frozenset(TRAIN.names())
 FIXED_TABLES = {"run": RUN, "train": TRAIN}
@@ -170,15 +179,101 @@ def load_recipe(path: Path | str, overrides: list[str] = (), registry: Registry 
     path = Path(path)
     registry = registry or default_registry()
     original = _move_train_keys(read_toml(path), registry, f"{path}: ")
-    overrides = [_move_override(text, registry) for text in overrides]
-    tree = apply_overrides(original, overrides)
+    moved = [_move_override(text, registry) for text in overrides]
     try:
-        notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
-        recipe = resolve(tree, registry, source=path, initial_weights=not resume)
+        return _resolve_with(original, moved, registry, path, resume)
     except I2IError as exc:
-        raise I2IError(f"{path}: {exc}") from None
+        culprit = _culprit(original, moved, registry, path, resume, str(exc))
+        raise I2IError(f"{path if culprit is None else _set_text(overrides[culprit])}: {exc}") from None
+
+
+def _set_text(text: str) -> str:
+    """A --set as the user typed it, on one line (a value with control characters quoted)."""
+    text = text.strip()
+    return f"--set {text if text.isprintable() else repr(text)}"
+
+
+def _resolve_with(original: dict[str, Any], overrides: list[str], registry: Registry, path: Path,
+                  resume: bool) -> Recipe:
+    """The recipe file's tree with `overrides` applied, resolved, with the notes of what resolving changed."""
+    tree = apply_overrides(original, overrides)
+    notes = _drop_keys_of_swapped_parts(original, tree, overrides, registry)
+    recipe = resolve(tree, registry, source=path, initial_weights=not resume)
     recipe.notes = tuple(notes)
     return recipe
+
+
+def _culprit(original: dict[str, Any], overrides: list[str], registry: Registry, path: Path, resume: bool,
+             message: str) -> int | None:
+    """The index of the --set the error `message` is about: the last one without which resolving no longer fails
+    that way (None: the recipe file's own value), so the error names what the user typed, not the file."""
+    for index in reversed(range(len(overrides))):
+        try:
+            _resolve_with(original, overrides[:index] + overrides[index + 1:], registry, path, resume)
+        except Exception as exc:  # noqa: BLE001 - any other failure is another message too
+            if isinstance(exc, I2IError) and str(exc) == message:
+                continue
+        return index
+    return None
+
+
+@dataclass
+class ResumeChanges:
+    """What a recipe changes from the one a run's checkpoint recorded, {dotted key: (recorded, new)}."""
+
+    applied: dict[str, tuple[Any, Any]]  # keys in RESUMABLE_KEYS: the resumed run takes the new value
+    refused: dict[str, tuple[Any, Any]]  # any other key: the restored state was made with the recorded value
+
+    @staticmethod
+    def describe(changes: dict[str, tuple[Any, Any]]) -> str:
+        """"key = new (was old), ..." for a message."""
+        return ", ".join(f"{key} = {toml_value(new)} (was {toml_value(old)})" for key, (old, new) in changes.items())
+
+
+def resume_changes(recorded: dict[str, Any], recipe: Recipe, registry: Registry | None = None) -> ResumeChanges:
+    """How `recipe` differs from the tables a checkpoint recorded (`recorded`); the options that only pick starting
+    weights (which the checkpoint replaces) are set back to the recorded values in `recipe`, so its recipe.toml says
+    what the run started from. Keys only one side has (added or moved by another i2i) are no change."""
+    registry = registry or default_registry()
+    old, new = _leaves(recorded), _leaves(recipe.tables)
+    starting = _starting_weight_keys(recipe.tables, registry)
+    changes = ResumeChanges({}, {})
+    for key, value in new.items():
+        if key not in old or old[key] == value:
+            continue
+        if key in starting:
+            *tables, option = key.split(".")
+            node = recipe.tables
+            for table in tables:
+                node = node[table]
+            node[option] = old[key]
+            continue
+        side = changes.applied if any(fnmatch.fnmatchcase(key, p) for p in RESUMABLE_KEYS) else changes.refused
+        side[key] = (old[key], value)
+    return changes
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every value of a nested table by its dotted key."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _starting_weight_keys(tables: dict[str, Any], registry: Registry) -> set[str]:
+    """The dotted keys of the options that only pick a part's starting weights (Option.init_only)."""
+    keys = set()
+    for name in tables:
+        found = _table_kind((name,), registry)
+        if found is None or not isinstance(tables[name].get(found[2]), str):
+            continue
+        kind, _, name_key = found
+        keys |= {f"{name}.{option}" for option in registry.initial_weight_defaults(kind, tables[name][name_key])}
+    return keys
 
 
 def moved_train_keys(registry: Registry) -> dict[str, tuple[str, str]]:

@@ -1,6 +1,7 @@
 """The bad-input corpus (tests/bad_inputs.py) through every command that reads images: `i2i run` (unpaired and
-aligned data), `i2i translate`, `i2i evaluate` and `i2i compare`. Each command succeeds; each file is either used
-or named in exactly one warning line with its reason."""
+aligned data), `i2i translate`, `i2i evaluate` and `i2i compare`. Each command succeeds (translate and evaluate
+with --allow-skipped, else they exit 3); each file is either used or named in exactly one warning line with its
+reason."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def test_translate_writes_every_usable_file_at_its_size_and_names_the_rest(cli, 
     corpus = data / "testA"
     references = exif_references(tmp_path / "references")
     out = tmp_path / "out"
-    result = cli("translate", run, corpus, tmp_path / "references", "--out", out)
+    result = cli("translate", run, corpus, tmp_path / "references", "--out", out, "--allow-skipped")
     assert result.code == 0, result.err
     assert_named_once_each(result, corpus)
     assert f"translated {len(USED) + 2 * len(references)} images" in result.out, result.out
@@ -157,7 +158,7 @@ def test_translate_writes_every_usable_file_at_its_size_and_names_the_rest(cli, 
 
 def test_evaluate_counts_every_usable_file_once(cli, trained, data):
     run, _ = trained
-    result = cli("evaluate", run, "--data", data)
+    result = cli("evaluate", run, "--data", data, "--allow-skipped")
     assert result.code == 0, result.err
     assert_named_once_each(result, data / "testA")
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
@@ -214,7 +215,8 @@ def test_an_unreadable_file_is_named_and_skipped(trained, tmp_path):
     locked = tmp_path / "images" / "locked.png"
     noise((40, 40)).save(locked)
     locked.chmod(0)
-    args = [sys.executable, "-m", "i2i", "translate", run, tmp_path / "images", "--out", tmp_path / "out"]
+    args = [sys.executable, "-m", "i2i", "translate", run, tmp_path / "images", "--out", tmp_path / "out",
+            "--allow-skipped"]
     try:
         done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, check=False,
                               env={**os.environ, "OMP_NUM_THREADS": "1"},

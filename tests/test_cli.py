@@ -177,4 +177,6 @@ def test_paper_recipe_trains_on_horse2zebra(cli, tmp_path):
                  "--set", "data.workers=0", "--out", tmp_path / "h2z")
     assert result.code == 0, result.err
     assert (tmp_path / "h2z" / "checkpoints" / "step-00000010" / "G_A.safetensors").exists()
-    assert len((tmp_path / "h2z" / "metrics.jsonl").read_text().splitlines()) == 1
+    # log_every (100) is beyond the run's 10 steps: step 1 is logged too, then the last step
+    assert [json.loads(line)["step"] for line in (tmp_path / "h2z" / "metrics.jsonl").read_text().splitlines()] == [
+        1, 10]

@@ -56,7 +56,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "i2i-copycat"
 version = "0.1.0"
-dependencies = ["i2i"]
+dependencies = ["i2i-toolkit"]
 
 [project.entry-points.i2i]
 copycat = "i2i_copycat.plugin"

@@ -27,7 +27,7 @@ from i2i_stock.datasets import draw_synthetic
 # Gradio's own warnings (its use of pandas, in the server's threads) are Gradio's business, not the demo's
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::Warning:gradio")]
 needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
-                                  reason='the demo needs Gradio: pip install "i2i[demo]"')
+                                  reason='the demo needs Gradio: pip install "i2i-toolkit[demo]"')
 
 SIZE = (318, 242)  # not multiples of the generator's 4: the page pads and crops back as `i2i translate` does
 WAIT = 30  # seconds any one thing in the page may take to appear (a busy CI machine); none takes ~1 s here
@@ -74,7 +74,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def serving(run: Path, model: Any, **limits: Any) -> Iterator[str]:
     """A demo of `run` served on a free port of 127.0.0.1 in this process; its URL, until the test module ends."""
-    pytest.importorskip("gradio", reason='the demo needs Gradio: pip install "i2i[demo]"')
+    pytest.importorskip("gradio", reason='the demo needs Gradio: pip install "i2i-toolkit[demo]"')
     from i2i.tools.demo import build_demo, close_demo, launch_demo
 
     demo = build_demo(run, model=model, **limits)
@@ -284,7 +284,7 @@ def test_a_bad_checkpoint_is_one_line_before_any_server_starts(cli, tmp_path):
 def test_without_gradio_the_command_says_how_to_install_it(cli, run, monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now fails as if it were not installed
     line = error_line(cli("demo", run))
-    assert line == 'error: the demo needs Gradio, an optional extra: pip install "i2i[demo]"'
+    assert line == 'error: the demo needs Gradio, an optional extra: pip install "i2i-toolkit[demo]"'
 
 
 @needs_gradio

@@ -7,7 +7,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,11 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import RECIPES, error_line
+from conftest import RECIPES, error_line, run_module
 from file_server import FileServer, refused_url
 from i2i.storage.cache import INCEPTION_FILES, inception_path
-from i2i.tools.download import entries, lookup
+from i2i.tools.download import KINDS, entries, lookup
 from i2i.tools.download.archives import BadArchive, extract
+from i2i.tools.download.transfer import human_size
 from i2i_stock.datasets import draw_synthetic
 from test_convert import reference_generator
 
@@ -216,9 +221,10 @@ def test_a_cut_transfer_is_resumed_not_restarted(cli, server, tmp_path):
     server.files[H2Z], server.cut[H2Z] = archive, len(archive) // 2
     first = cli("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
     line = error_line(first)
-    assert "was cut at" in line and "run the same command again to resume it" in line
-    assert not (tmp_path / "cyclegan").exists()
     part = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip.part"
+    assert "was cut at" in line and line.endswith(f"are kept in {part}: run the same command again to resume from"
+                                                  " there")  # the server said it takes ranges: no doubt expressed
+    assert not (tmp_path / "cyclegan").exists()
     assert part.stat().st_size == len(archive) // 2
 
     second = cli("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
@@ -229,28 +235,182 @@ def test_a_cut_transfer_is_resumed_not_restarted(cli, server, tmp_path):
     assert len(list((tmp_path / "cyclegan" / "horse2zebra" / "trainA").glob("*.png"))) == 43
 
 
+def test_a_server_without_range_support_is_named_and_the_rerun_replaces_the_partial_file(cli, tmp_path):
+    archive = horse2zebra_zip(noise=40)
+    half = len(archive) // 2
+    part = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip.part"
+    with FileServer(ranges=False) as server:
+        server.files[H2Z], server.cut[H2Z] = archive, half
+        # pinned: a .part appended to instead of replaced would fail the digest
+        args = ("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url, "--sha256",
+                hashlib.sha256(archive).hexdigest())
+        line = error_line(cli(*args))
+        # the server said nothing about ranges: the part is kept, and the line does not promise that a rerun resumes
+        assert line.endswith(f"the {human_size(half)} fetched are kept in {part}: run the same command again to resume"
+                             " from there if the server allows it (it did not say; if not, it starts again)")
+        assert part.stat().st_size == half
+
+        again = cli(*args)
+        assert again.code == 0, again.err
+        assert (f"warning: the server does not support resuming: downloading {server.url}{H2Z} again from the start"
+                f" (the {human_size(half)} fetched before are replaced)") in again.err.splitlines()
+        assert "resumed" not in again.out and "verified: sha256 " in again.out
+        assert server.served.requests == [(H2Z, ""), (H2Z, f"bytes={half}-")]  # one request: the 200 is the file
+    assert files_under(tmp_path / ".downloads") == []
+    assert len(list((tmp_path / "cyclegan" / "horse2zebra" / "trainA").glob("*.png"))) == 43
+
+
+def test_a_cut_from_a_server_known_not_to_resume_deletes_the_partial_file(cli, tmp_path):
+    archive = horse2zebra_zip(noise=40)
+    with FileServer(ranges=False) as server:
+        server.files[H2Z], server.cut[H2Z] = archive, len(archive) // 2
+        args = ("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
+        error_line(cli(*args))
+        server.cut[H2Z] = len(archive) // 4  # the rerun learns the server ignores ranges, and is cut again
+        cut = cli(*args)
+        assert "warning: the server does not support resuming" in cut.err
+        assert error_line(cut).endswith("the server does not support resuming, so the partial file was deleted: run"
+                                        " the same command again to download it from the start")
+        assert files_under(tmp_path) == []
+        assert cli(*args).code == 0
+        assert server.served.requests[-1] == (H2Z, "")
+
+
+def test_ctrl_c_during_a_transfer_says_the_rerun_resumes_and_it_does(cli, server, tmp_path):
+    archive = horse2zebra_zip(noise=40)
+    half = len(archive) // 2
+    server.files[H2Z], server.hold[H2Z] = archive, half  # half of it, then nothing until released: a slow server
+    part = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip.part"
+    args = ["download", "dataset", "horse2zebra", "--root", str(tmp_path), "--url", server.url]
+    proc = subprocess.Popen([sys.executable, "-m", "i2i", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (part.is_file() and part.stat().st_size == half):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the first half never arrived"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        server.release.set()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == (f"interrupted: the download of {server.url}{H2Z} was stopped at {human_size(half)}"
+                                    f" of {human_size(len(archive))}; the {human_size(half)} fetched are kept in"
+                                    f" {part}: run the same command again to resume from there")
+    assert part.stat().st_size == half
+
+    again = cli(*args)
+    assert again.code == 0, again.err
+    assert f"resumed at {human_size(half)}" in again.out
+    assert server.served.requests[-1] == (H2Z, f"bytes={half}-")
+    assert len(list((tmp_path / "cyclegan" / "horse2zebra" / "trainA").glob("*.png"))) == 43
+
+
+def test_an_archive_left_by_a_stopped_unpack_is_checked_and_unpacked_without_fetching_it(cli, server, tmp_path):
+    archive = horse2zebra_zip()
+    # what Ctrl-C while unpacking leaves (products.download_dataset): the whole, verified archive in .downloads
+    left = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip"
+    left.parent.mkdir()
+    left.write_bytes(archive)
+    args = ("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
+    line = error_line(cli(*args, "--sha256", "0" * 64))  # checked again as a fresh download is
+    assert "does not match the expected sha256" in line and "run the same command again to download it whole" in line
+    assert files_under(tmp_path) == []
+    left.write_bytes(archive)
+    result = cli(*args, "--sha256", hashlib.sha256(archive).hexdigest())
+    assert result.code == 0, result.err
+    assert "fetched whole by an earlier call" in result.out and "verified: sha256 " in result.out
+    assert server.served.requests == []
+    assert files_under(tmp_path / ".downloads") == []
+
+
+def test_a_whole_part_is_checked_not_fetched_again_and_a_longer_one_is_replaced(cli, server, tmp_path):
+    archive = horse2zebra_zip()
+    server.files[H2Z] = archive
+    part = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(archive)  # what Ctrl-C while the digest was being computed leaves
+    args = ("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "fetched whole by an earlier call" in result.out
+    assert server.served.requests == [(H2Z, f"bytes={len(archive)}-")] and server.sent(H2Z) == 0
+
+    root = tmp_path / "other"
+    part = root / ".downloads" / "cyclegan-horse2zebra.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(archive + b"not of this file")
+    result = cli("download", "dataset", "horse2zebra", "--root", root, "--url", server.url)
+    assert result.code == 0, result.err
+    assert (f"warning: {part} ({human_size(len(archive) + 16)}) is not the start of the file on the server of"
+            f" {human_size(len(archive))}: downloading {server.url}{H2Z} again from the start") in result.err
+    assert "resumed" not in result.out and (root / "cyclegan" / "horse2zebra" / "trainB").is_dir()
+
+
+def test_download_list_keeps_every_url_whole_in_a_narrow_log(tmp_path):
+    listing = run_module("download", "list", env={"COLUMNS": "60"})  # stdout is a pipe: not a terminal
+    assert listing.code == 0, listing.err
+    lines = listing.out.splitlines()
+    assert lines[0].split() == ["kind", "name", "layout", "url"]
+    everything = [entry for kind in KINDS for entry in entries(kind)]
+    assert len(lines) == 1 + len(everything)
+    for line, entry in zip(lines[1:], everything):
+        assert line.split()[1] == entry.qualified and line.endswith(f"  {entry.url}")
+    assert max(len(line) for line in lines) > 60  # the URLs are longer than the width: not folded to fit it
+
+
 def test_a_wrong_hash_ends_in_one_line_and_nothing_is_kept(cli, server, tmp_path):
     server.files[H2Z] = horse2zebra_zip()
     line = error_line(cli("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url,
                           "--sha256", "0" * 64))
     assert f"{server.url}{H2Z}: its sha256 {hashlib.sha256(server.files[H2Z]).hexdigest()} does not match" in line
+    # fetched whole, as the server said: a rerun would fetch the same bytes, so the line points elsewhere
+    assert line.endswith("it was deleted: the source serves this file, so running the same command again would fetch it"
+                         f" again: check the --sha256 given, if any, or check the mirror given with --url {server.url}"
+                         " (it must serve upstream's paths), or fetch from upstream without it")
     assert files_under(tmp_path) == []
 
 
-def test_a_truncated_archive_ends_in_one_line_and_nothing_is_kept(cli, server, tmp_path):
+def test_a_broken_archive_is_deleted_with_what_to_do_and_a_rerun_fetches_it_anew(cli, server, tmp_path):
     whole = horse2zebra_zip(noise=4)
-    server.files[H2Z] = whole[: len(whole) // 2]  # served complete, but the file itself is cut
-    line = error_line(cli("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url))
+    args = ("download", "dataset", "horse2zebra", "--root", tmp_path, "--url", server.url)
+    server.files[H2Z] = whole[: len(whole) // 2]  # served complete (its Content-Length says so): the source is broken
+    line = error_line(cli(*args))
     assert "horse2zebra.zip is " in line and ("damaged or truncated" in line or "neither a zip nor a tar" in line)
+    assert line.endswith("it was deleted: the source serves it so, and running the same command again would fetch it"
+                         f" again: check the mirror given with --url {server.url} (it must serve upstream's paths), or"
+                         " fetch from upstream without it")
     assert files_under(tmp_path) == [] and not (tmp_path / "cyclegan").exists()
 
+    server.unsized.add(H2Z)  # no Content-Length: a transfer cut on the way looks the same, so a rerun may help
+    line = error_line(cli(*args))
+    assert line.endswith("it was deleted: the transfer may be at fault (the server did not say its size): run the same"
+                         " command again to download it afresh")
+    assert files_under(tmp_path) == []
 
-def test_a_missing_file_and_a_refused_connection_end_in_one_line(cli, server, tmp_path):
+    server.files[H2Z] = whole  # the mirror is mended: the rerun fetches the file anew, nothing of the broken one
+    again = cli(*args)
+    assert again.code == 0, again.err
+    assert server.served.requests == [(H2Z, "")] * 3 and "resumed" not in again.out
+    assert len(list((tmp_path / "cyclegan" / "horse2zebra" / "trainA").glob("*.png"))) == 7
+
+
+def test_a_missing_file_and_a_refused_connection_end_in_one_line(cli, server, tmp_path, monkeypatch):
     line = error_line(cli("download", "dataset", "apple2orange", "--root", tmp_path, "--url", server.url))
-    assert f"{server.url}/cyclegan/datasets/apple2orange.zip was not found (HTTP 404)" in line
+    # the user gave the mirror: the line says to check it, and suggests no --url
+    assert line == (f"error: {server.url}/cyclegan/datasets/apple2orange.zip was not found (HTTP 404): check the"
+                    f" mirror given with --url {server.url}: it must serve upstream's paths, here"
+                    " /cyclegan/datasets/apple2orange.zip")
+    monkeypatch.setenv("I2I_DOWNLOAD_URL", server.url)
+    line = error_line(cli("download", "dataset", "apple2orange", "--root", tmp_path))
+    assert f"was not found (HTTP 404): check the mirror given with $I2I_DOWNLOAD_URL={server.url}: it must" in line
     refused = refused_url()
     line = error_line(cli("download", "model", "style_monet", "--root", tmp_path, "--url", refused))
-    assert f"cannot reach {refused.removeprefix('http://')} (connection refused)" in line
+    assert line.endswith(f"cannot reach {refused.removeprefix('http://')} (connection refused) for {refused}"
+                         f"/cyclegan/pretrained_models/style_monet.pth: check the network and the mirror given with"
+                         f" --url {refused}")
     assert list(tmp_path.iterdir()) == []
 
 

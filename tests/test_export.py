@@ -279,7 +279,7 @@ def test_missing_onnxruntime_names_the_extra(cli, converted, tmp_path, monkeypat
     file, _ = converted
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     line = error_line(cli("export", file, "--format", "onnx", "--out", tmp_path / "g.onnx"))
-    assert "onnxruntime" in line and 'pip install "i2i[export]"' in line
+    assert "onnxruntime" in line and 'pip install "i2i-toolkit[export]"' in line
     assert not (tmp_path / "g.onnx").exists()
 
 

@@ -43,9 +43,9 @@ def test_its_parts_are_listed_with_their_package(extras):
             if len(line.split()) > 2}
     assert rows[("generator", "upsample")] == "i2i-extras"
     assert rows[("discriminator", "pixel")] == "i2i-extras"
-    assert rows[("generator", "resnet")] == "i2i"
+    assert rows[("generator", "resnet")] == "i2i-toolkit"  # the core's distribution
     # the stock hinge loss took the name since: the core wins, and the warning says how to pick the package's
-    assert rows[("loss", "hinge")] == "i2i"
+    assert rows[("loss", "hinge")] == "i2i-toolkit"
     assert "'i2i-extras:hinge'" in listing.err
 
 

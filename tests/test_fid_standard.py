@@ -218,7 +218,7 @@ def test_standard_without_torch_fidelity_says_how_to_install_it(cli, cycle_run: 
                                                                 monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)  # import fails
     line = error_line(cli("evaluate", cycle_run, "--fid", "standard", "--inception-weights", standard_weights))
-    assert 'pip install "i2i[fid]"' in line and "--fid torchvision" in line
+    assert 'pip install "i2i-toolkit[fid]"' in line and "--fid torchvision" in line
 
 
 class Exploit:

@@ -205,10 +205,10 @@ def registry() -> Registry:
 def test_parts_come_through_the_registry(registry: Registry) -> None:
     gen = registry.create("generator", "resnet", blocks=2, channels=8)
     assert isinstance(gen, ResnetGenerator) and len(gen.model) == 10 + 2 + 9
-    assert registry.info("generator", "resnet").package == "i2i"
+    assert registry.info("generator", "resnet").package == "i2i-toolkit"
     disc = registry.create("discriminator", "patchgan", channels=8, norm="batch")
     assert isinstance(disc, PatchGANDiscriminator) and not disc.batch_independent
-    assert registry.info("discriminator", "patchgan").package == "i2i"
+    assert registry.info("discriminator", "patchgan").package == "i2i-toolkit"
 
 
 @pytest.mark.parametrize(("kind", "name", "bad"), [

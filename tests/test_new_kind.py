@@ -239,7 +239,7 @@ def test_a_kind_two_packages_declare_goes_to_the_first_and_the_clash_is_named():
 
 
 @pytest.mark.parametrize("kind, problem", [("data", "cannot be a recipe table"), ("Up-scaler", "lower-case"),
-                                           ("generator", "declared by packages 'i2i' and 'i2i-x'")])
+                                           ("generator", "declared by packages 'i2i-toolkit' and 'i2i-x'")])
 def test_a_kind_that_cannot_be_a_recipe_table_or_is_taken_is_refused(kind, problem):
     base = type("Base", (Part,), {"kind": kind, "__doc__": "A base."})
     registry = Registry()

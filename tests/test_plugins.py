@@ -30,7 +30,7 @@ def test_installed_package_adds_a_part(plugin_env):
     listing = run_module("list", "generator", env={**plugin_env, "COLUMNS": "200"})
     assert listing.code == 0, listing.err
     rows = {line.split()[1]: line.split()[2] for line in listing.out.splitlines() if line.startswith(" generator")}
-    assert rows["tinyconv"] == "i2i-example" and rows["resnet"] == "i2i"
+    assert rows["tinyconv"] == "i2i-example" and rows["resnet"] == "i2i-toolkit"
     losses = run_module("list", "loss", env={**plugin_env, "COLUMNS": "200"}).out
     # its entry point is named "losses" like the stock one, and both packages' losses load
     assert "charbonnier" in losses and "lsgan" in losses
@@ -86,5 +86,5 @@ def test_core_imports_no_concrete_part():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "synthetic" not in proc.stdout and "resnet" not in proc.stdout  # the datasets are stock parts too
-    assert "plugin 'datasets' from package 'i2i' failed to load" in proc.stderr
-    assert "plugin 'resnet' from package 'i2i' failed to load" in proc.stderr
+    assert "plugin 'datasets' from package 'i2i-toolkit' failed to load" in proc.stderr
+    assert "plugin 'resnet' from package 'i2i-toolkit' failed to load" in proc.stderr

@@ -77,7 +77,7 @@ def test_the_rule_holds_in_either_path_order_and_for_three_packages(sites, monke
         with monkeypatch.context() as patch:
             registry = registry_with(sites, patch, *order)
             assert registry.info("generator", "clashnet").package == "i2i-clash-a"
-            assert registry.info("generator", "resnet").package == "i2i"
+            assert registry.info("generator", "resnet").package == "i2i-toolkit"
             assert registry.available("generator").count("clashnet") == 1
             assert registry.conflicts == [
                 "generator 'clashnet' is registered by packages 'i2i-clash-a', 'i2i-clash-b' and 'i2i-clash-c':"
@@ -90,10 +90,13 @@ def test_qualified_names_take_the_package_as_listed_or_normalized(sites, monkeyp
     for name in ["i2i-clash-b:clashnet", "I2I_Clash_B:clashnet", "i2i_clash.b:clashnet"]:
         assert registry.info("generator", name).package == "i2i-clash-b"
         assert registry.describe("generator", name)["package"] == "i2i-clash-b"
-    assert registry.info("generator", "i2i:resnet").package == "i2i"
+    # the core as `i2i list` shows it, and by its old name (recipes and run folders written before say "i2i:")
+    assert registry.info("generator", "i2i-toolkit:resnet").package == "i2i-toolkit"
+    assert registry.info("generator", "i2i:resnet").package == "i2i-toolkit"
     assert type(registry.create("generator", "i2i-clash-b:clashnet", channels=4, blocks=1)).__module__ == "i2i_clash_b"
     with pytest.raises(I2IError, match=r"^unknown package 'i2i-clsh-b' in generator 'i2i-clsh-b:clashnet': did you"
-                                       r" mean 'i2i-clash-b'\? \(plugin packages: i2i, i2i-clash-a, i2i-clash-b\)$"):
+                                       r" mean 'i2i-clash-b'\? \(plugin packages: i2i-clash-a, i2i-clash-b,"
+                                       r" i2i-toolkit\)$"):
         registry.info("generator", "i2i-clsh-b:clashnet")
     with pytest.raises(I2IError, match=r"^package 'i2i-clash-b' has no generator 'unet_128': \(its generators:"
                                        r" clashnet\)$"):
@@ -129,7 +132,7 @@ def test_a_blocked_package_is_not_loaded_and_the_other_wins(sites, monkeypatch):
                                  block="I2I_Clash_A, i2i-broken,i2i")
     assert registry.failures == []  # i2i-broken, which fails to import, was not imported
     assert registry.info("generator", "clashnet").package == "i2i-clash-b" and registry.conflicts == []
-    assert registry.info("generator", "resnet").package == "i2i"
+    assert registry.info("generator", "resnet").package == "i2i-toolkit"
     with pytest.raises(I2IError, match=r"^generator 'i2i-clash-a:clashnet': package 'i2i-clash-a' is blocked by"
                                        r" I2I_BLOCK_PLUGINS"):
         registry.info("generator", "i2i-clash-a:clashnet")
@@ -164,4 +167,5 @@ def test_help_lists_plugin_commands_and_warns_of_taken_names(sites):
     assert warnings == [
         "warning: command 'hello' of package 'i2i-hello' is not added: package 'i2i-clash-c' has a command of that"
         " name",
-        "warning: command 'list' of package 'i2i-hello' is not added: package 'i2i' has a command of that name"]
+        "warning: command 'list' of package 'i2i-hello' is not added: package 'i2i-toolkit' has a command of that"
+        " name"]

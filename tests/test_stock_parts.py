@@ -312,7 +312,7 @@ def test_patchgan_features(layers: int, widths: list[int], sides: list[int]) -> 
 def test_parts_are_registered(registry: Registry, kind: str, name: str, cls: type) -> None:
     assert name in registry.available(kind)
     info = registry.info(kind, name)
-    assert info.cls is cls and info.package == "i2i"
+    assert info.cls is cls and info.package == "i2i-toolkit"
 
 
 def test_registry_builds_them_with_options(registry: Registry) -> None:

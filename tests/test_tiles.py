@@ -156,7 +156,8 @@ def test_bad_tiling_input_is_one_line_naming_the_flag_or_the_file(cli, tmp_path)
     tifffile.imwrite(tmp_path / "bad" / "five.tif", np.zeros((64, 64, 5), np.uint8), tile=(16, 16),
                      photometric="minisblack", planarconfig="contig")
     result = cli("translate", file, tmp_path / "bad", "--out", tmp_path / "o", "--tile", 32, "--device", "cpu")
-    assert result.code == 0 and "translated 0 images" in result.out, result.out + result.err
+    assert result.code == 2 and "translated 0 images" in result.out, result.out + result.err
+    assert "nothing translated: all 2 inputs were skipped" in error_line(result)
     err = " ".join(result.err.split())
     assert "cut.tif" in err and "truncated" in err, err
     assert "five.tif has 5 bands" in err, err
@@ -181,7 +182,7 @@ def test_tiles_run_on_cuda_and_match_the_cpu():
 
 
 def test_geotiffs_keep_crs_transform_and_nodata(cli, tmp_path):
-    rasterio = pytest.importorskip("rasterio", reason="GeoTIFFs need the optional extra i2i[geo] (rasterio)")
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFFs need the optional extra i2i-toolkit[geo] (rasterio)")
     from rasterio.transform import from_origin
 
     file = resnet_file(tmp_path)

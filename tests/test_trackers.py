@@ -164,5 +164,5 @@ def test_a_missing_library_is_one_line_naming_the_extra(tmp_path):
                            "callback.mlflow.experiment=x", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=300)
     line = error_line(Result(proc.returncode, proc.stdout, proc.stderr))
-    assert "callback 'mlflow' needs the mlflow package: pip install \"i2i[mlflow]\"" in line
+    assert "callback 'mlflow' needs the mlflow package: pip install \"i2i-toolkit[mlflow]\"" in line
     assert not (tmp_path / "run").exists()

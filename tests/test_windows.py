@@ -292,7 +292,7 @@ TRANSFORM = (10, 0, 500000, 0, -10, 4600000)  # 10 m pixels from (500000, 460000
 def _geotiff(path: Path, dtype: str = "uint16") -> np.ndarray:
     """A 3-band tiled GeoTIFF (UTM 33N, 10 m pixels, nodata 0) whose top-left 10x20 corner is nodata; one pixel has
     nodata in one band only (not a nodata pixel). Returns its (H, W, 3) pixels."""
-    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i[geo]")
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i-toolkit[geo]")
     pixels = _pixels(3, dtype)
     pixels[:10, :20] = 0
     pixels[20, 20, 0] = 0
@@ -304,7 +304,7 @@ def _geotiff(path: Path, dtype: str = "uint16") -> np.ndarray:
 
 
 def test_geotiff_through_geo_source_and_sink_keeps_crs_transform_nodata(tmp_path):
-    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i[geo]")
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i-toolkit[geo]")
     path = tmp_path / "scene.tif"
     pixels = _geotiff(path)
     assert is_geotiff(path) and streams(path)
@@ -335,7 +335,7 @@ def test_geotiff_through_geo_source_and_sink_keeps_crs_transform_nodata(tmp_path
 
 
 def test_geo_sink_scales_the_transform_for_another_size(tmp_path):
-    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i[geo]")
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i-toolkit[geo]")
     path = tmp_path / "scene.tif"
     _geotiff(path)
     with open_windows(path) as source:
@@ -349,7 +349,7 @@ def test_geo_sink_scales_the_transform_for_another_size(tmp_path):
 
 
 def test_geotiff_gdal_reads_differently_keeps_geo_on_the_whole_image(tmp_path):
-    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i[geo]")
+    rasterio = pytest.importorskip("rasterio", reason="GeoTIFF windows need the optional extra i2i-toolkit[geo]")
     path = tmp_path / "scan.tif"
     with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=1, dtype="uint8", crs=UTM,
                        transform=rasterio.Affine(*TRANSFORM), photometric="MINISWHITE") as dataset:
@@ -364,13 +364,14 @@ def test_geotiff_without_rasterio(tmp_path, monkeypatch):
     _geotiff(path)
     monkeypatch.setattr(windows, "_rasterio", lambda: None)
     monkeypatch.setattr(windows, "_warned_no_rasterio", False)
-    with pytest.warns(UserWarning, match=rf"{path} is a GeoTIFF.*pip install 'i2i\[geo\]'"):
+    with pytest.warns(UserWarning, match=rf"{path} is a GeoTIFF.*pip install 'i2i-toolkit\[geo\]'"):
         source = open_windows(path)
     assert isinstance(source, TiffSource) and source.geo is None
     _same_windows(path, source)
     with open_windows(path) as source:  # the GDAL_NODATA tag still marks nodata
         assert source.nodata_mask(0, 0, H, W).sum() == 200
-    with pytest.raises(I2IError, match=r"needs the optional extra i2i\[geo\]: pip install 'i2i\[geo\]'"):
+    with pytest.raises(I2IError,
+                       match=r"needs the optional extra i2i-toolkit\[geo\]: pip install 'i2i-toolkit\[geo\]'"):
         GeoSink(tmp_path / "out.tif", H, W, 3, np.uint16, None, 0)
 
 

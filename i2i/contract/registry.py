@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     import click
 
 ENTRY_POINT_GROUP = "i2i"
-CORE_PACKAGE = "i2i"
+#: the core's distribution (the package index's "i2i" is an unrelated project)
+CORE_PACKAGE = "i2i-toolkit"
+#: what the core was called before it had a distribution name of its own: recipes, run folders and I2I_BLOCK_PLUGINS
+#: written then say "i2i:resnet", so these still mean the core
+CORE_ALIASES = ("i2i",)
 BLOCK_VARIABLE = "I2I_BLOCK_PLUGINS"
 #: the hook that returns parts of any kind; the per-kind hooks are named by their kind's base class (`Part.hook`)
 PARTS_HOOK = "i2i_parts"
@@ -39,8 +43,10 @@ RESERVED_TABLES = ("data", "optim", "run", "train")
 
 
 def normalize_package(name: str) -> str:
-    """A distribution name as packaging compares them: case-insensitive, runs of - _ . alike ("I2I_Foo" = "i2i-foo")."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """A distribution name as packaging compares them: case-insensitive, runs of - _ . alike ("I2I_Foo" = "i2i-foo");
+    the core's old name (CORE_ALIASES) is the core's."""
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    return CORE_PACKAGE if key in CORE_ALIASES else key
 
 
 def precedence(package: str) -> tuple[bool, str]:
@@ -59,6 +65,8 @@ class PartInfo:
     cls: type[Part]
     package: str
     plugin: str
+    #: the version of the installed distribution `package`; "" for a part a script registered (no distribution)
+    version: str = ""
 
     @property
     def description(self) -> str:
@@ -93,6 +101,7 @@ class Registry:
         self.conflicts: list[str] = []
         self.blocked: dict[str, str] = {}  # installed packages that I2I_BLOCK_PLUGINS kept out, normalized -> name
         self._packages: dict[str, str] = {}
+        self._versions: dict[str, str] = {}  # normalized distribution name -> version, of those loaded
         self._loaded: set[tuple[str, str, str]] = set()
         self._parts: dict[str, dict[str, PartInfo]] | None = None
         self._kinds: dict[str, type[Part]] = {}
@@ -109,12 +118,13 @@ class Registry:
         package cannot be blocked (its stock parts are needed) and is ignored there with a warning. With `core`
         false, the core's own plugins are skipped too (for plugin commands, which only third parties add).
         """
-        blocked = {normalize_package(n.strip()) for n in os.environ.get(BLOCK_VARIABLE, "").split(",") if n.strip()}
-        if CORE_PACKAGE in blocked:
-            blocked.discard(CORE_PACKAGE)
-            warnings.warn(f"{BLOCK_VARIABLE} names {CORE_PACKAGE!r}, which is ignored: the core package cannot be"
-                          " blocked (its stock parts are needed); use 'package:name' to pick another package's"
-                          " part", stacklevel=2)
+        named = {normalize_package(n.strip()): n.strip() for n in os.environ.get(BLOCK_VARIABLE, "").split(",")
+                 if n.strip()}
+        if CORE_PACKAGE in named:
+            warnings.warn(f"{BLOCK_VARIABLE} names {named.pop(CORE_PACKAGE)!r}, which is ignored: the core package"
+                          f" cannot be blocked ({CORE_PACKAGE}: its stock parts are needed); use 'package:name' to"
+                          " pick another package's part", stacklevel=2)
+        blocked = set(named)
         entry_points = [(ep.dist.name if ep.dist is not None else "?", ep)
                         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
         for package, ep in sorted(entry_points, key=lambda pair: (precedence(pair[0]), pair[1].name)):
@@ -130,6 +140,8 @@ class Registry:
             try:
                 plugin = ep.load()
                 self.register(plugin, name=name, package=package)
+                if ep.dist is not None:
+                    self._versions[key] = ep.dist.version
             except Exception as exc:  # a broken third-party plugin must not take the others down
                 failure = LoadFailure(ep.name, package, f"{type(exc).__name__}: {exc}")
                 self.failures.append(failure)
@@ -233,7 +245,8 @@ class Registry:
                         f"{kind} {cls.name!r} is registered twice by package {package!r} (plugins"
                         f" {self._qualified[kind][key].plugin!r} and {plugin_name!r}): the first is used")
                 continue
-            self._qualified[kind][key] = PartInfo(kind, cls.name, cls, package, plugin_name)
+            self._qualified[kind][key] = PartInfo(kind, cls.name, cls, package, plugin_name,
+                                                  self._versions.get(key[0], ""))
             registrants.setdefault((kind, cls.name), []).append(self._qualified[kind][key])
         for (kind, name), infos in sorted(registrants.items()):
             parts[kind][name] = infos[0]  # the packages are in precedence order
@@ -282,6 +295,39 @@ class Registry:
             raise I2IError(f"package {packages[key]!r} has no {kind} {plain!r}: {_did_you_mean(plain, names)}"
                            f"(its {kind}s: {', '.join(names) or 'none'})")
         return found
+
+    def require(self, kind: str, name: str, package: str = "", version: str = "") -> PartInfo:
+        """The part `name` of `kind` that a file records as provided by the distribution `package` (`version`), as
+        `info` finds it; when it is not here, the error names that distribution and the line that installs it (or
+        why the installed one does not provide it). Without a recorded `package`, `info`'s error."""
+        try:
+            return self.info(kind, name)
+        except I2IError:
+            if not package:
+                raise
+        raise I2IError(self._missing(kind, name, package, version)) from None
+
+    def _missing(self, kind: str, name: str, package: str, version: str) -> str:
+        """Why part `name`, which the distribution `package` (`version`) provided, is not here, and the fix."""
+        what = f"{kind} {name!r} comes from the package {package}{f' {version}' if version else ''}"
+        key = normalize_package(package)
+        if key in self.blocked:
+            return f"{what}, which {BLOCK_VARIABLE} blocks: take {self.blocked[key]!r} out of that variable"
+        failed: dict[str, list[str]] = {}  # error -> its plugins: a missing dependency fails them all alike
+        for failure in self.failures:
+            if normalize_package(failure.package) == key:
+                failed.setdefault(failure.error, []).append(repr(failure.plugin))
+        if failed:
+            return f"{what}, which is installed but failed to load: " + "; ".join(
+                f"plugin{'s' * (len(plugins) > 1)} {', '.join(plugins)}: {error}" for error, plugins in failed.items())
+        installed = self._versions.get(key) or _installed_version(package)
+        if installed is None:
+            return f"{what} (not installed): pip install {package}"
+        names = sorted(n for p, n in self._qualified.get(kind, {}) if p == key)
+        pin = f'"{package}=={version}"' if version else f"--upgrade {package}"
+        plain = name.partition(":")[2] or name
+        return (f"{what}, and the installed {package} {installed} has no {kind} {plain!r} (its {kind}s:"
+                f" {', '.join(names) or 'none'}): pip install {pin}")
 
     def describe(self, kind: str, name: str) -> dict[str, Any]:
         """A plain description of a part: name, package, description and options."""
@@ -367,6 +413,14 @@ def _clash_message(kind: str, name: str, packages: list[str]) -> str:
     others = " or ".join(f"'{p}:{name}'" for p in packages[1:])
     return (f"{kind} {name!r} is registered by packages {listed}: {name!r} means {packages[0]}'s; write {others}"
             f" for the other{'s' if len(packages) > 2 else ''}")
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The version of an installed distribution, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _did_you_mean(word: str, names: list[str]) -> str:

@@ -35,7 +35,7 @@ __all__ = ["ArraySink", "ArraySource", "CannotStream", "GeoInfo", "GeoSink", "Ge
 #: wide RGB image, 15 MB) and the window being read; more only adds to the peak memory of a large translation
 CACHE_BYTES = 64 << 20
 _GEO_TAGS = (33922, 34264, 34735)  # ModelTiepoint, ModelTransformation, GeoKeyDirectory
-_GEO_EXTRA = "pip install 'i2i[geo]'"
+_GEO_EXTRA = "pip install 'i2i-toolkit[geo]'"
 _warned_no_rasterio = False  # the missing-extra warning is given once per process, not once per file
 
 
@@ -316,7 +316,7 @@ class TiffSource(WindowSource):
 
 
 def _rasterio() -> Any | None:
-    """The rasterio module, or None when the optional extra i2i[geo] is not installed."""
+    """The rasterio module, or None when the optional extra i2i-toolkit[geo] is not installed."""
     with contextlib.suppress(ImportError):
         import rasterio
         return rasterio
@@ -328,12 +328,13 @@ def _geo_info(dataset: Any) -> GeoInfo:
 
 
 class GeoSource(WindowSource):
-    """A GeoTIFF read by window through rasterio (GDAL), its CRS, geotransform and nodata in `geo`; needs i2i[geo]."""
+    """A GeoTIFF read by window through rasterio (GDAL), its CRS, geotransform and nodata in `geo`; needs
+    i2i-toolkit[geo]."""
 
     def __init__(self, path: Path | str) -> None:
         rasterio = _rasterio()
         if rasterio is None:
-            raise I2IError(f"reading {path} with its CRS and geotransform needs the optional extra i2i[geo]:"
+            raise I2IError(f"reading {path} with its CRS and geotransform needs the optional extra i2i-toolkit[geo]:"
                            f" {_GEO_EXTRA}")
         self.path = Path(path)
         self._lock, self._dataset = threading.Lock(), None
@@ -555,12 +556,12 @@ class TiffSink(WindowSink):
 
 class GeoSink(WindowSink):
     """A tiled GeoTIFF written through rasterio with the source's CRS and geotransform and the given nodata value;
-    needs i2i[geo]."""
+    needs i2i-toolkit[geo]."""
 
     def __init__(self, path: Path, height: int, width: int, channels: int, dtype: Any, geo: GeoInfo,
                  nodata_value: float | None) -> None:
         if _rasterio() is None:
-            raise I2IError(f"writing the GeoTIFF {path} needs the optional extra i2i[geo]: {_GEO_EXTRA}")
+            raise I2IError(f"writing the GeoTIFF {path} needs the optional extra i2i-toolkit[geo]: {_GEO_EXTRA}")
         self._init(height, width, channels, dtype)
         if nodata_value is not None and not _holds(self.dtype, nodata_value):
             raise I2IError(f"cannot write the GeoTIFF {path}: its {self.dtype} pixels cannot hold the nodata value"

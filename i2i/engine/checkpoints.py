@@ -8,7 +8,9 @@ A checkpoint (RUN/checkpoints/step-NNNNNNNN, written atomically by the file form
   ``<network>.<variant>.safetensors`` with the network's metadata, listed in training.json under "variants"
   ({variant: {network: file stem}}), and under "weights_variant" the variant the enabled callbacks declared for
   inference (``Callback.weights_variant``; "" for the trained weights);
-- the state of every stateful piece under its dotted name (training.json "state", tensors in training.safetensors).
+- the state of every stateful piece under its dotted name (training.json "state", tensors in training.safetensors);
+- which distribution (and version) provided each part of the run (training.json "providers"; each network file's
+  metadata too), so that a reader lacking a plugin names the package to install.
 
 No piece is listed here. Each source of pieces declares its own through ``stateful()`` — the trainer its loop, log
 and schedule; the stepper its optimizers and gradient scaler; the method its buffers and augments (and whatever
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 
 from i2i.contract.callbacks import Callback, TrainingContext
 from i2i.contract.parts import Method
-from i2i.contract.registry import Registry, default_registry
+from i2i.contract.registry import PartInfo, Registry, default_registry
 from i2i.engine.placement import tensors_to
 from i2i.engine.state import LoopState
 from i2i.errors import I2IError
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 VARIANTS = "variants"
 #: training.json: the variant the enabled callbacks declared for inference ("" for the trained weights)
 WEIGHTS_VARIANT = "weights_variant"
+#: training.json: the distribution that provided each part, {kind: {name: {"package": ..., "version": ...}}}
+PROVIDERS = "providers"
 #: a variant's name becomes part of file names
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 #: pieces whose state the parts compute with on the training device (an image pool's images); the rest load as saved
@@ -163,7 +167,7 @@ class Checkpoints:
         loop = self.loop
         state = {"step": loop.step, "epoch": loop.epoch, "position": loop.position, "processes": self.processes,
                  "recipe": self.recipe.tables, "generators": self.generator_files(), VARIANTS: listed,
-                 WEIGHTS_VARIANT: self.weights_variant, "state": trees}
+                 WEIGHTS_VARIANT: self.weights_variant, PROVIDERS: self._providers(), "state": trees}
         return save_checkpoint(self.folder.checkpoints_dir, loop.step, files, metadata, tensors, state)
 
     def _variants(self, context: TrainingContext) -> dict[str, dict[str, dict[str, Tensor]]]:
@@ -230,18 +234,21 @@ class Checkpoints:
             warnings.warn(f"--resume: no complete checkpoint in {self.folder.checkpoints_dir}; starting from"
                           " step 0")
             return None
-        mismatches = []
+        mismatches: list[tuple[Path, ModelMismatch]] = []  # the recipe's, not the file's: said once, below
         for folder in reversed(found):
             try:
                 self.load(folder)
-                return folder
             except ModelMismatch as exc:
-                mismatches.append(exc)
-                warnings.warn(f"cannot resume from {folder.name}: {exc}")
+                mismatches.append((folder, exc))
+                continue
             except I2IError as exc:
                 warnings.warn(f"cannot resume from {folder.name}: {exc}; trying the previous checkpoint")
+                continue
+            for skipped, exc in mismatches:
+                warnings.warn(f"cannot resume from {skipped.name}: {exc}")
+            return folder
         if mismatches:
-            raise mismatches[0]
+            raise mismatches[0][1]
         raise I2IError(f"--resume: none of the {len(found)} checkpoints in {self.folder.checkpoints_dir} could be"
                        " loaded (see the warnings above)")
 
@@ -272,14 +279,68 @@ class Checkpoints:
                 # results in the data's own range from the file alone (its "A" is the input side)
                 value_map = oriented.get(name)
                 meta[name] = part_metadata(kind, part, options,
-                                           values=value_map.to_json() if value_map is not None else None)
+                                           values=value_map.to_json() if value_map is not None else None,
+                                           **provider(self.builder.registry.info(kind, part)))
         return meta
+
+    def _providers(self) -> dict[str, dict[str, dict[str, str]]]:
+        """The distribution that provided each part of the recipe, {kind: {name: {"package", "version"}}}; parts a
+        script registered (no distribution) are left out."""
+        registry = self.builder.registry
+        found: dict[str, dict[str, dict[str, str]]] = {}
+        for kind, name in recipe_parts(self.recipe, registry):
+            record = provider(registry.info(kind, name))
+            if record:
+                found.setdefault(kind, {})[name] = record
+        return found
 
     def generator_files(self) -> dict[str, str]:
         """Which network file translates in each direction, e.g. {"AtoB": "G_A", "BtoA": "G_B"}."""
         names = {id(net): name for name, net in self.method.networks().items()}
         return {direction: names[id(net)] for direction, net in self.method.generators().items()
                 if id(net) in names}
+
+
+def provider(part: PartInfo) -> dict[str, str]:
+    """{"package", "version"} of the installed distribution that provided `part`; {} for a part a script registered."""
+    return {"package": part.package, "version": part.version} if part.version else {}
+
+
+def recipe_parts(recipe: Recipe, registry: Registry) -> list[tuple[str, str]]:
+    """(kind, name) of every part a resolved recipe names: method, dataset, components, losses, optimizers,
+    schedule and enabled callbacks."""
+    from i2i.recipe import OPTIMIZER_KEY
+
+    tables, kinds = recipe.tables, registry.kinds()
+    found = [(table, value["name"]) for table, value in tables.items()
+             if table in kinds and isinstance(value, dict) and isinstance(value.get("name"), str)]
+    found.append(("dataset", recipe.dataset()[0]))
+    found += [("loss", slot["name"]) for slot in tables.get("loss", {}).values()]
+    found += [("optimizer", name) for name in
+              [tables["optim"].get(OPTIMIZER_KEY), *(recipe.optimizer(g)[0] for g in recipe.optimizer_groups())]
+              if isinstance(name, str)]
+    found += [("callback", name) for name, _ in recipe.callbacks()]
+    return list(dict.fromkeys(found))
+
+
+def check_recorded_parts(run_dir: Path, registry: Registry | None = None) -> None:
+    """When the newest checkpoint of the run in `run_dir` records a part that is not installed here, the error
+    naming the package it came from and how to install it (nothing when there is no such run or record)."""
+    newest = RunFolder(run_dir).newest_checkpoint() if RunFolder.is_run(run_dir) else None
+    try:
+        recorded = read_training_json(newest).get(PROVIDERS) if newest is not None else None
+    except I2IError:  # a damaged checkpoint: the caller's own error says more than this one would
+        return
+    if not isinstance(recorded, dict):
+        return
+    registry = registry or default_registry()
+    for kind, parts in recorded.items():
+        for name, record in (parts if isinstance(parts, dict) else {}).items():
+            if isinstance(record, dict) and isinstance(record.get("package"), str):
+                try:
+                    registry.require(kind, name, record["package"], str(record.get("version", "")))
+                except I2IError as exc:
+                    raise I2IError(f"cannot resume {run_dir} ({newest.name}): {exc}") from None
 
 
 class ModelMismatch(I2IError):

@@ -7,13 +7,14 @@ add to it or replace any of it.
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import threading
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -29,7 +30,7 @@ from i2i.engine.stepper import Stepper
 from i2i.errors import I2IError, Interrupted
 from i2i.data.loader import derive_seed
 from i2i.contract.parts import ScheduleClock
-from i2i.recipe import Recipe
+from i2i.recipe import Recipe, ResumeChanges, RESUMABLE_KEYS, resume_changes
 from i2i.contract.registry import Registry, default_registry
 from i2i.storage.rundir import RunFolder
 
@@ -43,11 +44,16 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
-                 overwrite: bool = False, resume: bool = False) -> None:
+                 overwrite: bool = False, resume: bool = False,
+                 on_note: Callable[[str], None] | None = None) -> None:
         if overwrite and resume:
             raise I2IError("--resume continues the run in the folder and --overwrite replaces it: pass only one")
         self.recipe, self.folder = recipe, RunFolder(Path(run_dir))
         self.overwrite, self.resume = overwrite, resume
+        #: where what a resume applies is said (rank 0 only); a warning each without it
+        self.on_note = on_note or (lambda text: warnings.warn(text, stacklevel=2))
+        #: set when --resume found the run at its end: the line saying so and how to train longer (nothing trained)
+        self.finished_earlier: str | None = None
         self.folder.check_new(overwrite or resume)
         self.registry = registry or default_registry()
         self.events = Events(setup_callbacks(recipe, self.registry))
@@ -133,10 +139,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------
     def run(self) -> Path:
-        """Train to the end (or continue from the newest checkpoint with resume); returns the run folder."""
+        """Train to the end (or continue from the newest checkpoint with resume); returns the run folder. A resumed run
+        already at its end trains nothing and says why in `finished_earlier`."""
         with self._session:  # leaves the process group however training ends
             self.distributed.barrier("starting")  # every process has checked the run folder before rank 0 writes
             self._open_run_folder()
+            if self.finished_earlier is not None:
+                return self.folder.path
             outcome, error = "failed", None
             try:
                 with self._stop_on_ctrl_c():
@@ -164,7 +173,7 @@ class Trainer:
                 self.meter.add(losses)
                 control.agree(self.distributed)  # a Ctrl-C on any process stops them all at this step
                 self.events.step_end(context, losses)  # EMA, checkpoint requests, finite check, progress ...
-                if context.due(log_every):
+                if self._log_due(log_every):
                     self.events.log(context, self._log_record())  # metrics.jsonl, samples, report, trackers ...
                 if control.checkpoint_due:  # asked for, stopping, or the last step: decided in one place
                     folder = self.save_checkpoint()
@@ -178,6 +187,14 @@ class Trainer:
                     return "finished"
             state.next_epoch()
         return "finished"
+
+    def _log_due(self, log_every: int) -> bool:
+        """Whether this step is a log point: every train.log_every steps and the last one, and also step 1 of a run
+        that ends before its first log_every step. Such a short first try (30 steps of the paper recipe, whose
+        log_every is 100, take 20 minutes on a CPU) would otherwise show its first losses, samples and report only
+        at its end. Runs that reach log_every keep their log points, so their metrics.jsonl and checkpoints stay
+        as they were, and a run split by --resume logs where the whole run does."""
+        return self.context.due(log_every) or (self.state.step == 1 and log_every > self.total_steps)
 
     def _apply_schedule(self) -> None:
         """Set each group's learning rate for the coming step: its base rate times the schedule's factor."""
@@ -203,33 +220,93 @@ class Trainer:
         if self.distributed.rank > 0:
             seed_everything(derive_seed("rank", self.recipe["run"]["seed"], self.distributed.rank, step))
 
-    def _plan_total_steps(self) -> int:
-        """The step at which training ends, from where it stands (so a resumed run may change process count)."""
-        train, state = self.recipe["train"], self.state
-        epochs = train["epochs"] + train["decay_epochs"]
-        total = 0
-        if epochs > state.epoch:
-            left = math.ceil(max(0, len(self.data.items) - state.position) / self.data.global_batch)
-            total = state.step + left + (epochs - state.epoch - 1) * self.data.steps_per_epoch
+    def _plan_total_steps(self, train: dict[str, Any] | None = None) -> int:
+        """The step at which training ends, from where it stands (so a resumed run may change process count), by
+        `train` (default: the recipe's [train])."""
+        train = train or self.recipe["train"]
+        total = self._epochs_end(train)
         if train["max_steps"]:
             total = min(total, train["max_steps"]) if total else train["max_steps"]
         return total
 
+    def _epochs_end(self, train: dict[str, Any]) -> int:
+        """The step at which train.epochs + train.decay_epochs end, from where training stands (0: already past)."""
+        state, epochs = self.state, train["epochs"] + train["decay_epochs"]
+        if epochs <= state.epoch:
+            return 0
+        left = math.ceil(max(0, len(self.data.items) - state.position) / self.data.global_batch)
+        return state.step + left + (epochs - state.epoch - 1) * self.data.steps_per_epoch
+
     def _open_run_folder(self) -> None:
-        """Continue from the newest checkpoint (--resume), or start the run folder afresh; save the recipe."""
+        """Continue from the newest checkpoint (--resume), or start the run folder afresh; save the recipe (unless a
+        resumed run is already at its end: then nothing is trained, so nothing of the recipe changes)."""
         if self.resume and (folder := self.checkpoints.restore_newest()) is not None:  # on every process
+            recorded = self.folder.read_state(folder).get("recipe", {})
+            changes = resume_changes(recorded, self.recipe, self.registry)
+            if changes.refused:
+                raise I2IError(resume_refusal(changes, folder))
             self._seed_rank(self.state.step)
             self.total_steps = self._plan_total_steps()
             if self.is_main:
                 self.folder.forget_after(self.state.step)  # what an interrupted session wrote after the checkpoint
             self.resumed_from = folder
             self.events.checkpoint_load(self.context, folder)
+            if self.state.step >= self.total_steps:
+                self.finished_earlier = self._finished_text()
+                return
+            if changes.applied and self.is_main:
+                self._note_applied(changes, recorded)
         else:
             if self.is_main:
                 self.folder.prepare(self.overwrite or self.resume)
             self.state.start_clock()
         if self.is_main:
             self.folder.save_recipe(self.recipe)
+
+    def _finished_text(self) -> str:
+        """What a resumed run at (or past) its end says: where it stands, which key ended it, how to train longer."""
+        train, step, path = self.recipe["train"], self.state.step, self.folder.path
+        max_steps, epochs_end = train["max_steps"], self._epochs_end(train)
+        if max_steps and step > max_steps:
+            return (f"{path} is at step {step}, past train.max_steps = {max_steps}: nothing to train (to train"
+                    f" longer, --resume with train.max_steps above {step})")
+        if max_steps and (not epochs_end or max_steps < epochs_end):
+            return (f"{path} had already finished: it is at step {step}, where train.max_steps = {max_steps} ends it;"
+                    f" to train longer, --resume with a higher one, e.g. --set train.max_steps={2 * step} --resume")
+        epochs = train["epochs"] + train["decay_epochs"]
+        also = f" and train.max_steps above {step}" if max_steps and max_steps <= step else ""
+        return (f"{path} had already finished: it is at step {step}, the end of its {epochs} epochs (train.epochs +"
+                f" train.decay_epochs); to train longer, --resume with more epochs{also}, e.g. --set"
+                f" train.epochs={train['epochs'] + max(1, epochs // 2)} --resume (the learning-rate schedule follows"
+                " the new epochs)")
+
+    def _note_applied(self, changes: ResumeChanges, recorded: dict[str, Any]) -> None:
+        """Say which recipe changes the resumed run takes, and what a new length does to the learning rates."""
+        train = self.recipe["train"]
+        end = f"; it trains to step {self.total_steps}"
+        if train["max_steps"] > self.total_steps:
+            end += f", the end of its {train['epochs'] + train['decay_epochs']} epochs"
+        self.on_note(f"--resume from step {self.state.step} applies {ResumeChanges.describe(changes.applied)}{end}")
+        if any(key.startswith("train.") for key in changes.applied):
+            old_train = {**self.recipe["train"], **{k: v for k, v in recorded.get("train", {}).items()
+                                                    if k in self.recipe["train"]}}
+            old_total = self._plan_total_steps(old_train)
+            if self._rates_differ(old_train, old_total):
+                self.on_note(f"the learning-rate schedule ({self.recipe['schedule']['name']}) depends on the run's"
+                             f" length: from step {self.state.step} it follows the new one ({self.total_steps}"
+                             f" steps), while the steps before had the rates of the old one ({old_total} steps), so"
+                             " this run differs from one started with the new length")
+
+    def _rates_differ(self, old_train: dict[str, Any], old_total: int) -> bool:
+        """Whether the schedule gives other rates before this step under the new length than under `old_train`
+        (asked of a copy, as a schedule may keep state)."""
+        train, spe, probe = self.recipe["train"], self.data.steps_per_epoch, copy.deepcopy(self.schedule)
+        for step in sorted({0, self.state.step // 2, max(0, self.state.step - 1)}):
+            old = ScheduleClock(step, step // spe, spe, old_total, old_train["epochs"], old_train["decay_epochs"])
+            new = ScheduleClock(step, step // spe, spe, self.total_steps, train["epochs"], train["decay_epochs"])
+            if probe.factor(old) != probe.factor(new):
+                return True
+        return False
 
     @contextmanager
     def _stop_on_ctrl_c(self):
@@ -272,6 +349,14 @@ def process_group(distributed: Distributed, device: torch.device, timeout_s: flo
         yield
     finally:
         distributed.stop()
+
+
+def resume_refusal(changes: ResumeChanges, folder: Path) -> str:
+    """The one line refusing recipe changes a resumed run could not apply, naming each key and the fix."""
+    allowed = ", ".join(RESUMABLE_KEYS)
+    return (f"--resume cannot change {ResumeChanges.describe(changes.refused)}: the state it restores from"
+            f" {folder.name} was made with the recorded value, so the change would not take effect; remove it, or"
+            f" train a new run (--out DIR). --resume takes changes of {allowed}")
 
 
 def train(recipe: Recipe, run_dir: Path | None = None, overwrite: bool = False, resume: bool = False,

@@ -47,17 +47,26 @@ OPTIONS_KEY = "i2i.options"  # JSON of the resolved options
 #: for the 8-bit RGB pipeline
 VALUES_KEY = "i2i.values"
 SOURCE_KEY = "i2i.source"  # the file `i2i convert` read the weights from
+#: the distribution that provided the part, and its version, so a reader without it can name what to install; absent
+#: in files written before they were recorded, and for parts a script registered
+PACKAGE_KEY = "i2i.package"
+PACKAGE_VERSION_KEY = "i2i.package_version"
 
 
 def part_metadata(kind: str, name: str, options: dict[str, Any], *, values: str | None = None,
-                  source: str | None = None) -> dict[str, str]:
+                  source: str | None = None, package: str = "", version: str = "") -> dict[str, str]:
     """safetensors metadata that lets a network be rebuilt from its file alone (`values`: a ValueMap's JSON;
-    `source`: the file converted weights came from)."""
+    `source`: the file converted weights came from; `package`, `version`: the distribution that provided the
+    part)."""
     meta = {KIND_KEY: kind, NAME_KEY: name, OPTIONS_KEY: json.dumps(options, sort_keys=True)}
     if values is not None:
         meta[VALUES_KEY] = values
     if source is not None:
         meta[SOURCE_KEY] = source
+    if package:
+        meta[PACKAGE_KEY] = package
+        if version:
+            meta[PACKAGE_VERSION_KEY] = version
     return meta
 
 
@@ -69,6 +78,8 @@ class PartMetadata:
     name: str
     options: dict[str, Any]
     values: str | None  # the ValueMap JSON of a generator of data other than 8-bit RGB, else None
+    package: str = ""  # the distribution that provided the part ("" when the file does not record it)
+    version: str = ""  # that distribution's version ("" when not recorded)
 
 
 def read_part_metadata(file: Path, role: str = "network") -> PartMetadata | None:
@@ -87,7 +98,8 @@ def read_part_metadata(file: Path, role: str = "network") -> PartMetadata | None
         options = None
     if not isinstance(options, dict):
         raise I2IError(f"{file} has damaged {OPTIONS_KEY} metadata: {meta.get(OPTIONS_KEY)!r}")
-    return PartMetadata(meta.get(KIND_KEY, "generator"), meta[NAME_KEY], options, meta.get(VALUES_KEY))
+    return PartMetadata(meta.get(KIND_KEY, "generator"), meta[NAME_KEY], options, meta.get(VALUES_KEY),
+                        meta.get(PACKAGE_KEY, ""), meta.get(PACKAGE_VERSION_KEY, ""))
 
 
 def _fsync(path: Path) -> None:

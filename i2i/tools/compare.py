@@ -26,7 +26,7 @@ from torch import Tensor
 
 from i2i.storage.atomic import atomic_file
 from i2i.storage.checkpoint import STATE_FILE
-from i2i.errors import I2IError, first_line
+from i2i.errors import I2IError, first_line, is_out_of_memory
 from i2i.tools.pages import (esc, fmt_elapsed, fmt_num, grid_html, href, html_page, latest_losses, loss_series,
                              number, panel, panel_figure, plot_curve, relative_href)
 from i2i.tools.report import save_samples
@@ -395,7 +395,9 @@ def _translate(run: _Run, direction: str, inputs: Tensor, device: str, notes: li
         generator = load_generator(run.path, direction, device=device)
         output = run_generator(generator, inputs).float().cpu()
     except Exception as exc:  # a damaged or incompatible checkpoint costs its column, not the page
-        notes.append(f"{run.name}: cannot translate {direction} with {run.checkpoint} ({first_line(exc)})")
+        reason = (f"out of memory on {device} for {tuple(inputs.shape)} inputs" if is_out_of_memory(exc)
+                  else first_line(exc))
+        notes.append(f"{run.name}: cannot translate {direction} with {run.checkpoint} ({reason})")
         return None
     n, _, h, w = inputs.shape
     if output.dim() != 4 or output.shape[0] != n or output.shape[1] not in (1, 3) or output.shape[2:] != (h, w):

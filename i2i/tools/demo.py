@@ -3,7 +3,7 @@
 A person drops an image, picks the direction (when the checkpoint has both) and optionally a size, and sees the
 input beside its translation, with the output as a PNG to download. Loading and translating are `i2i translate`'s
 (`i2i.tools.generators`); this module only adds the page, its limits and its messages. Gradio is the optional extra
-`i2i[demo]`: it is imported only here, and only when a demo is built.
+`i2i-toolkit[demo]`: it is imported only here, and only when a demo is built.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from PIL import Image
 
 from i2i.storage.checkpoint import STATE_FILE
 from i2i.engine.devices import resolve_device
-from i2i.errors import I2IError, first_line
+from i2i.errors import I2IError, first_line, is_out_of_memory
 from i2i.data.images import read_image
 from i2i.tools.generators import prepare_image, takes_gray, generator_file, generator_values, load_generator, \
     run_generator, to_image, to_tensor, weights_note
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["INSTALL_HINT", "DemoModel", "Limits", "UserError", "build_demo", "close_demo", "import_gradio",
            "is_loopback", "launch_demo", "load_model", "read_upload", "serve", "translate_file"]
 
-INSTALL_HINT = 'the demo needs Gradio, an optional extra: pip install "i2i[demo]"'
+INSTALL_HINT = 'the demo needs Gradio, an optional extra: pip install "i2i-toolkit[demo]"'
 DIRECTIONS = ("AtoB", "BtoA")
 MAX_UPLOAD_MB = 20.0
 MAX_PIXELS = 16_000_000
@@ -84,7 +84,7 @@ def import_gradio() -> Any:
     major = gradio.__version__.split(".")[0]
     if not major.isdigit() or int(major) < 6:  # the page uses Gradio 6 arguments (buttons=, run_history=)
         raise I2IError(f'the demo needs Gradio 6 or newer, and {gradio.__version__} is installed: pip install -U'
-                       ' "i2i[demo]"')
+                       ' "i2i-toolkit[demo]"')
     return gradio
 
 
@@ -156,11 +156,12 @@ def translate_file(model: DemoModel, path: Path, direction: str, size: int | Non
     try:
         # images over the memory budget go in tiles, as `i2i translate` does them
         output = run_generator(model.generators[direction], to_tensor(prepared)[None], tiling=Tiling())[0]
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise UserError(f"out of GPU memory translating a {prepared.width}x{prepared.height} image: pick a smaller"
-                        " size") from None
-    except (RuntimeError, ValueError) as exc:  # e.g. an image too small for the generator's downsamplings
+    except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. an image too small for the generator's downsamplings
+        if is_out_of_memory(exc):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise UserError(f"out of memory translating a {prepared.width}x{prepared.height} image: pick a smaller"
+                            " size") from None
         raise UserError(f"cannot translate a {prepared.width}x{prepared.height} image: {first_line(exc)}") from None
     return to_image(output)
 

@@ -10,13 +10,18 @@ i2i.tools.heldout (scoring generators on a split), i2i.tools.rundata (the run's 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
 from i2i.engine.devices import resolve_device, usable_cpus
-from i2i.errors import I2IError
+from i2i.errors import I2IError, out_of_memory
 from i2i.storage.atomic import atomic_file
 from i2i.storage.cache import inception_path
 from i2i.storage.checkpoint import STATE_FILE, STEP_DIR
@@ -47,7 +52,7 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
     features, replaces Inception. The weights variant the checkpoint's callbacks declared for inference (e.g. EMA
     averages of the generators) is measured when it has one, unless `raw`. Images over the memory budget, or
     larger than `tile` px (0: never), are translated in tiles as `i2i translate` does them. Returns what
-    metrics.json holds.
+    metrics.json holds; its data.skipped lists the warnings of input files that were skipped, if any.
     """
     run = Path(run).expanduser()
     if batch_size < 1:
@@ -85,15 +90,21 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
                    " paired data")
     if feature is not None:
         feature = feature.to(target).eval()
-    dataset = run_dataset(table, recipe_file, data, split, size)
     directions = _directions(checkpoint)
-    check_measurable(dataset, split, directions, feature is not None, fix)  # before the generators load
-    generators = {d: load_generator(checkpoint, d, target, raw=raw) for d in directions}
-    paired = bool(dataset.paired)
-    workers = min(int(table.get("workers", 0) or 0), max(0, usable_cpus() - 1))
-    # images over the memory budget (whole-slide, satellite scenes) are translated in tiles, as `i2i translate` does
-    metrics = measure_held_out(generators, dataset, split, batch_size, target, feature, workers,
-                               on_progress=on_progress, tiling=Tiling(tile=tile).check())
+    with _recording_skips() as recorded:
+        dataset = run_dataset(table, recipe_file, data, split, size)
+        check_measurable(dataset, split, directions, feature is not None, fix)  # before the generators load
+        generators = {d: load_generator(checkpoint, d, target, raw=raw) for d in directions}
+        paired = bool(dataset.paired)
+        workers = min(int(table.get("workers", 0) or 0), max(0, usable_cpus() - 1))
+        side = size or getattr(dataset, "crop_size", None)
+        doing = (f"evaluating {run} on its {split} split (batches of {batch_size} images"
+                 + (f" of {side}x{side} px" if side else "") + f") on {target}")
+        with out_of_memory(doing, _memory_fixes(batch_size, tile)):
+            # images over the memory budget (whole-slide, satellite scenes) are translated in tiles, as translate does
+            metrics = measure_held_out(generators, dataset, split, batch_size, target, feature, workers,
+                                       on_progress=on_progress, tiling=Tiling(tile=tile).check())
+        skipped = recorded()
     report = {
         "run": str(run),
         "checkpoint": checkpoint.name,
@@ -105,6 +116,8 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         "generators": {d: generator_file(checkpoint, d, raw=raw).name for d in directions},  # e.g. G_A.ema.safetensors
         "metrics": metrics,
     }
+    if skipped:
+        report["data"]["skipped"] = skipped
     values = dataset.value_map()
     if values is not None:
         # the scores are on the [0, 1] scale of this mapping: with it, L1 converts to the data's units (times high -
@@ -114,6 +127,41 @@ def evaluate(run: Path | str, data: Path | str | None = None, split: str = "test
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     return report
+
+
+# The core's warnings for an input file it skipped (i2i.data.images: listing, opening, decoding a file).
+_SKIP_WARNING = re.compile(r"^(skipping |cannot list )|; using the next image of .* instead$", re.DOTALL)
+
+
+@contextmanager
+def _recording_skips() -> Iterator[Callable[[], list[str]]]:
+    """Inside, the warnings that say an input file was skipped are recorded (and shown as before); yields a function
+    returning them. DataLoader workers forked inside record theirs into the same file, so none is missed."""
+    previous = warnings.showwarning
+    with tempfile.TemporaryFile("a+b") as log:  # appends: each worker's line lands whole
+        def show(message, category, filename, lineno, file=None, line=None) -> None:  # warnings.showwarning's API
+            text = str(message)
+            if _SKIP_WARNING.search(text):
+                os.write(log.fileno(), (" ".join(text.split()) + "\n").encode("utf-8", "replace"))
+            previous(message, category, filename, lineno, file, line)
+
+        def recorded() -> list[str]:
+            log.seek(0)
+            # a file that several workers tried is named by each of them: once is enough
+            return list(dict.fromkeys(log.read().decode("utf-8").splitlines()))
+
+        warnings.showwarning = show
+        try:
+            yield recorded
+        finally:
+            warnings.showwarning = previous
+
+
+def _memory_fixes(batch_size: int, tile: int | None) -> str:
+    """What shrinks the memory evaluating needs: smaller batches, images, tiles, another device."""
+    batches = f"a smaller --batch-size than {batch_size}; " if batch_size > 1 else ""
+    tiles = f"smaller tiles than --tile {tile}" if tile else "tiles (--tile 512)"
+    return f"use {batches}smaller images (--size N); {tiles}; or a device with more memory (--device)"
 
 
 def _rgb_data(table: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from i2i.storage.atomic import atomic_path
-from i2i.errors import I2IError, first_line
+from i2i.errors import I2IError, first_line, is_out_of_memory, out_of_memory
 from i2i.storage.rundir import RunFolder
 
 __all__ = ["FORMATS", "OPSET", "TOLERANCE", "ExportReport", "ParityError", "export_generator", "export_module",
@@ -36,7 +36,7 @@ TOLERANCE = 1e-4
 # The opset the exporter's torchlib implements natively (no version conversion); onnxruntime >= 1.14 runs it.
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-INSTALL_HINT = 'pip install "i2i[export]"'
+INSTALL_HINT = 'pip install "i2i-toolkit[export]"'
 _REAL_IMAGES = 3
 _DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
@@ -101,8 +101,12 @@ def export_generator(checkpoint: Path | str, fmt: str, out: Path | str, directio
     real = _held_out(run, direction, notes) if run is not None else None
     if size is None:
         size = _round_up((_crop_size(run) if run is not None else None) or 256, _size_multiple(generator))
-    report = export_module(generator, fmt, out, size=size, dynamic=dynamic, tolerance=tolerance, real=real)
-    report.generator = getattr(generator, "name", "") or type(generator).__name__
+    name = getattr(generator, "name", "") or type(generator).__name__
+    with out_of_memory(f"exporting generator {name} at {size}x{size} px on the cpu",
+                       "export at a smaller --size N (a file exported with --dynamic then takes any size; TorchScript"
+                       " files take other sizes too)"):
+        report = export_module(generator, fmt, out, size=size, dynamic=dynamic, tolerance=tolerance, real=real)
+    report.generator = name
     report.direction = direction if run is not None or not file.samefile(Path(checkpoint).expanduser()) else None
     if run is None:
         notes.append("no run folder holds this generator, so no held-out images were checked (random and"
@@ -280,6 +284,8 @@ def _parity(module: nn.Module, run: Callable[[Tensor], Tensor], inputs: dict[str
         try:
             got = run(x).float()
         except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
             raise ParityError(f"parity check failed: the exported file cannot translate the {label} input that the"
                               f" generator translates ({first_line(exc)})", differences) from exc
         if got.shape != expected.shape:
@@ -324,6 +330,8 @@ def _export_onnx(module: nn.Module, example: Tensor, path: Path, dynamic: bool) 
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
                                         external_data=False, verbose=False)
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise  # the caller says which size to lower
         raise I2IError(f"cannot export the generator to ONNX: {_export_error(exc)} (run with --debug for the"
                        " traceback)") from exc
     model = program.model_proto
@@ -390,6 +398,8 @@ def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
             traced = torch.jit.trace(module, example, check_trace=False)
             torch.jit.save(traced, str(path))
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         raise I2IError(f"cannot trace the generator to TorchScript: {first_line(exc)} (run with --debug for the"
                        " traceback)") from exc
 

@@ -49,6 +49,8 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     meta = _generator_metadata(file)
     registry = default_registry()
     try:
+        # a part not installed here is named with the package the file records it came from, and how to install it
+        registry.require("generator", meta.name, meta.package, meta.version)
         # The saved weights replace the starting ones, so options that only pick those (a pretrained encoder's
         # file or download) go back to their defaults: the file may be gone, the machine offline.
         options = registry.without_starting_weights("generator", meta.name, meta.options)

@@ -161,7 +161,7 @@ def _torch_fidelity_inception() -> type[nn.Module]:
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
-        raise I2IError('the standard FID protocol needs torch-fidelity: pip install "i2i[fid]" (or measure the'
+        raise I2IError('the standard FID protocol needs torch-fidelity: pip install "i2i-toolkit[fid]" (or measure the'
                        " torchvision protocol: --fid torchvision, or callback.validation.fid=torchvision)") from None
     return FeatureExtractorInceptionV3
 

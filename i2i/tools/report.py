@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from PIL import Image
@@ -145,15 +145,28 @@ def _sample_html(run_dir: Path, step: int, png: Path) -> str:
     return grid_html(png, href(png.relative_to(run_dir)), f"step {step}", columns, f"samples at step {step}")
 
 
+def _epoch_text(epoch: Any) -> str:
+    """The epoch of a record as people count: metrics.jsonl counts from 0 (as the loop and checkpoints do), so
+    the last of 3 epochs is "3", as the progress display says."""
+    return str(epoch + 1) if isinstance(epoch, int) and not isinstance(epoch, bool) else fmt_num(epoch)
+
+
+def _lr_text(lr: Any) -> str:
+    """The learning rates of a record: "G 0.0002, D 0.0001" for one per optimizer group, or the one rate."""
+    if isinstance(lr, dict):
+        return ", ".join(f"{group} {fmt_num(rate)}" for group, rate in lr.items())
+    return fmt_num(lr)
+
+
 def _summary_html(run_dir: Path, records: list[dict]) -> str:
     last = records[-1]
     losses = latest_losses(records)
     items = [("step", last.get("step", "?")), ("records", len(records))]
     if "epoch" in last:
-        items.append(("epoch", last["epoch"]))
+        items.append(("epoch", _epoch_text(last["epoch"])))
     items.append(("elapsed", fmt_elapsed(last.get("elapsed"))))
     if "lr" in last:
-        items.append(("lr", fmt_num(last["lr"])))
+        items.append(("lr", _lr_text(last["lr"])))
     ckpts = [p.name for p in RunFolder(run_dir).checkpoints()]
     if ckpts:
         items.append(("checkpoints", f"{len(ckpts)} (latest {ckpts[-1]})"))

@@ -27,7 +27,7 @@ from i2i.data.images import (ARRAY_EXTENSIONS, ARRAY_FORMATS, image_size, list_i
 from i2i.data.values import ValueMap
 from i2i.data.windows import WindowSource, is_geotiff, open_windows, streams
 from i2i.engine.devices import resolve_device
-from i2i.errors import I2IError, first_line
+from i2i.errors import I2IError, OutOfMemory, first_line, is_out_of_memory, out_of_memory, out_of_memory_error
 from i2i.storage.atomic import atomic_file
 from i2i.tiles.engine import TileInput, choose_tile, tensor_input
 from i2i.tiles.plan import Tiling, check_tile_side
@@ -170,7 +170,8 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
 
     Outputs keep each input's name (and its subpath inside a folder input) and, by default, its size. With
     `size`, images are scaled so the shorter side is `size` (rounded to the generator's size multiple) and
-    outputs have that size. Undecodable images are skipped with a warning. `on_progress(done, total)` is
+    outputs have that size. Undecodable images are skipped with a warning; running out of memory is not a skip but
+    an OutOfMemory error naming the image, its size and what to change. `on_progress(done, total)` is
     called as images finish. An index.html in `out` shows every input beside its output. The weights variant a
     checkpoint's callbacks declared for inference (e.g. an EMA average) translates when it has one, unless `raw`.
     `which` picks a run folder's checkpoint ("latest", "best", "step-N").
@@ -211,14 +212,19 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     done = 0
     pending: dict[tuple[int, int], list[tuple[_Job, Tensor]]] = {}
 
+    def memory_fixes(tile: int | None = None) -> str:
+        return _memory_fixes(tiling, batch_size, multiple, tile)
+
     def flush(key: tuple[int, int]) -> None:
         nonlocal done
         group = pending.pop(key)
         try:
             translated = run_generator(generator, torch.stack([t for _, t in group]))
         except (RuntimeError, ValueError) as exc:
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                raise
+            if is_out_of_memory(exc):  # the same flags would fail again: stop with what to change
+                doing = f"translating {_names([job.source for job, _ in group])} ({key[1]}x{key[0]} px) on" \
+                        f" {target_device}"
+                raise out_of_memory_error(exc, doing, memory_fixes()) from exc
             # Typically an image too small for the generator's padding after its downsamplings.
             reason = f"cannot translate a {key[1]}x{key[0]} image: {first_line(exc)}"
             for job, _ in group:
@@ -240,6 +246,8 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
 
     def skip(job: _Job, exc: I2IError) -> None:
         nonlocal done
+        if isinstance(exc, OutOfMemory):
+            raise exc
         warnings.warn(f"{exc}; skipped it", stacklevel=3)
         result.skipped.append((job.source, str(exc).removeprefix(f"cannot read image {job.source}: ")))
         done += 1
@@ -257,9 +265,14 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
         target = out / job.target
         progress = (lambda d, t: on_tiles(str(job.source), d, t)) if on_tiles is not None else None
         try:
-            written = translate_large(generator, image, target, tiling, tile, values=values,
-                                      dtype=dtypes.get(job.source, source.dtype if source else None), source=source,
-                                      thumbnails=out / THUMBNAILS_DIR / job.target, on_progress=progress)
+            with out_of_memory(f"translating {job.source} ({image.width}x{image.height} px) in {tile} px tiles on"
+                               f" {target_device}", memory_fixes(tile)):
+                written = translate_large(generator, image, target, tiling, tile, values=values,
+                                          dtype=dtypes.get(job.source, source.dtype if source else None),
+                                          source=source, thumbnails=out / THUMBNAILS_DIR / job.target,
+                                          on_progress=progress)
+        except OutOfMemory:
+            raise  # not a skip: the next image of that size would fail the same way
         except I2IError as exc:
             warnings.warn(f"skipping {job.source}: {exc}", stacklevel=3)
             result.skipped.append((job.source, str(exc)))
@@ -291,13 +304,14 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
                     continue
             # small enough to translate whole: read as before (a float or signed TIFF is rescaled as read_image does)
         try:
-            if values is None:
-                image = read_image(job.source)
-                tensor = to_tensor(prepare_image(image.convert("L") if gray else image, size, multiple))
-            else:
-                array = read_array(job.source)
-                tensor = _array_input(array, values, generator, size, multiple, job.source)
-                dtypes[job.source] = array.dtype
+            with out_of_memory(lambda: _reading(job.source, target_device), memory_fixes):
+                if values is None:
+                    image = read_image(job.source)
+                    tensor = to_tensor(prepare_image(image.convert("L") if gray else image, size, multiple))
+                else:
+                    array = read_array(job.source)
+                    tensor = _array_input(array, values, generator, size, multiple, job.source)
+                    dtypes[job.source] = array.dtype
         except I2IError as exc:
             skip(job, exc)
             continue
@@ -322,6 +336,32 @@ def translate(checkpoint: Path | str, inputs: list[Path | str], out: Path | str,
     result.skipped.sort(key=lambda pair: order[pair[0]])
     write_index(result)
     return result
+
+
+def _names(sources: list[Path]) -> str:
+    """The first of a batch of inputs, and how many more there were."""
+    return str(sources[0]) + (f" and {len(sources) - 1} more image{'s' * (len(sources) > 2)} of that size"
+                              if len(sources) > 1 else "")
+
+
+def _reading(source: Path, device: torch.device) -> str:
+    """What was being done when reading `source` ran out of memory, with its size from the file's header."""
+    size = image_size(source)
+    return f"reading {source}" + (f" ({size[0]}x{size[1]} px)" if size else "") + f" for {device}"
+
+
+def _memory_fixes(tiling: Tiling, batch_size: int, multiple: int, tile: int | None = None) -> str:
+    """What shrinks the memory translating an image needs: tiles (smaller ones, on the generator's size `multiple`,
+    when it was tiled with `tile`), --size, --batch-size, --device."""
+    if tile:
+        tiles = f"smaller tiles than {tile} px (--tile {max(multiple, tile // 2 // multiple * multiple)})"
+    elif tiling.tile == 0:
+        tiles = "tiles instead of whole (--tile 1024 rather than --tile 0)"
+    else:
+        tiles = "tiles (--tile 1024, or a smaller --memory-budget GB)"
+    batches = f"; a smaller --batch-size than {batch_size}" if batch_size > 1 else ""
+    return f"translate it in {tiles}; scale it down first (--size N){batches}; or use a device with more memory" \
+           " (--device)"
 
 
 def _streamed(path: Path) -> WindowSource | None:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from i2i.tools.download.transfer import human_size
 from i2i.errors import I2IError, first_line
 
-__all__ = ["MIN_BOUND", "RATIO_BOUND", "BadArchive", "Member", "extract", "members"]
+__all__ = ["MIN_BOUND", "RATIO_BOUND", "BadArchive", "DamagedArchive", "Member", "extract", "members"]
 
 #: the unpacked total an archive may reach: RATIO_BOUND times its own size, and at least MIN_BOUND bytes. The image
 #: archives i2i fetches barely compress (JPEG/PNG inside), so 20x leaves room and still refuses a zip bomb.
@@ -29,7 +29,12 @@ MIN_BOUND = 256 << 20
 
 
 class BadArchive(I2IError):
-    """The archive itself is at fault (damaged, unsafe, a bomb): the caller deletes it rather than keep it."""
+    """The archive itself is at fault (unsafe, a bomb, damaged): the caller deletes it rather than keep it. Its
+    message says what is wrong, not what to do: that depends on how the archive was fetched."""
+
+
+class DamagedArchive(BadArchive):
+    """The archive does not read as a zip or tar to its end: damaged at the source, or truncated on the way."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class Member:
 
 
 def members(archive: Path) -> list[Member]:
-    """The entries of a .zip or tar archive; I2IError when it is neither or is damaged."""
+    """The entries of a .zip or tar archive; DamagedArchive when it is neither or is damaged."""
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
@@ -53,8 +58,8 @@ def members(archive: Path) -> list[Member]:
                 return [_tar_member(info) for info in t.getmembers()]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise _damaged(archive, exc) from None
-    raise BadArchive(f"{archive.name} is neither a zip nor a tar archive (a truncated download, or an error page"
-                     " saved as the file?); it was deleted: run the command again")
+    raise DamagedArchive(f"{archive.name} is neither a zip nor a tar archive (a truncated file, or an error page"
+                         " saved as the file?)")
 
 
 def extract(archive: Path, into: Path, bound: int | None = None) -> Path:
@@ -66,14 +71,13 @@ def extract(archive: Path, into: Path, bound: int | None = None) -> Path:
     for member in entries:
         problem = _unsafe(member)
         if problem:
-            raise BadArchive(f"{archive.name} has {problem}; refusing to unpack it (nothing was written; the archive"
-                             " was deleted)")
+            raise BadArchive(f"{archive.name} has {problem}; refusing to unpack it (nothing was written)")
     total = sum(m.size for m in entries)
     limit = bound if bound is not None else max(RATIO_BOUND * archive.stat().st_size, MIN_BOUND)
     if total > limit:
         raise BadArchive(f"{archive.name} would unpack to {human_size(total)}, more than the bound of"
                        f" {human_size(limit)} for an archive of {human_size(archive.stat().st_size)} (a zip bomb?);"
-                         " refusing to unpack it (nothing was written; the archive was deleted)")
+                         " refusing to unpack it (nothing was written)")
     into.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(into.parent).free
     if total > free:
@@ -148,6 +152,5 @@ def _inside(path: PurePosixPath) -> bool:
     return True
 
 
-def _damaged(archive: Path, exc: BaseException) -> BadArchive:
-    return BadArchive(f"{archive.name} is damaged or truncated ({type(exc).__name__}: {first_line(exc)}); it was"
-                      " deleted: run the command again to download it afresh")
+def _damaged(archive: Path, exc: BaseException) -> DamagedArchive:
+    return DamagedArchive(f"{archive.name} is damaged or truncated ({type(exc).__name__}: {first_line(exc)})")

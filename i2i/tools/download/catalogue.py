@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from i2i.errors import I2IError
 from i2i.contract.options import closest
 
-__all__ = ["KINDS", "MIRROR_ENV", "Entry", "entries", "lookup", "mirror_base"]
+__all__ = ["KINDS", "MIRROR_ENV", "Entry", "entries", "lookup", "mirror_base", "mirror_origin"]
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.toml")
 #: the environment variable that points every download at a mirror (as --url does)
@@ -69,6 +69,14 @@ def mirror_base(url: str | None) -> str | None:
             raise I2IError(f"{where} {base!r} is not an http(s) URL: pass e.g. http://mirror.example.org or"
                            " http://127.0.0.1:8000")
     return base
+
+
+def mirror_origin(url: str | None) -> str:
+    """How the mirror was chosen, for error advice: "--url BASE", "$I2I_DOWNLOAD_URL=BASE", or "" (upstream)."""
+    if url:
+        return f"--url {url}"
+    base = os.environ.get(MIRROR_ENV)
+    return f"${MIRROR_ENV}={base}" if base else ""
 
 
 @cache

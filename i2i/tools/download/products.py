@@ -18,10 +18,10 @@ from pathlib import Path
 
 from i2i.storage.atomic import atomic_file
 from i2i.storage.cache import cache_dir
-from i2i.tools.download.archives import BadArchive, extract
-from i2i.tools.download.catalogue import Entry, lookup, mirror_base
-from i2i.tools.download.transfer import Fetched, Progress, fetch
-from i2i.errors import I2IError
+from i2i.tools.download.archives import BadArchive, DamagedArchive, extract
+from i2i.tools.download.catalogue import Entry, lookup, mirror_base, mirror_origin
+from i2i.tools.download.transfer import Fetched, Progress, another_source, check_file, fetch
+from i2i.errors import I2IError, Interrupted
 from i2i.data.images import list_images
 
 __all__ = ["MARKER", "STAGING", "Downloaded", "download_dataset", "download_inception", "download_model"]
@@ -52,7 +52,7 @@ def download_dataset(name: str, root: Path | str | None = None, url: str | None 
                      on_progress: Progress | None = None) -> Downloaded:
     """Fetch and unpack dataset `name` into ROOT/FAMILY/NAME in the layout its recipe trains on."""
     entry = lookup("dataset", name)
-    base, pin = mirror_base(url), _pin(sha256, entry)
+    base, origin, pin = mirror_base(url), mirror_origin(url), _pin(sha256, entry)
     root = _root(root, "datasets")
     target = root / entry.family / entry.name
     if (target / MARKER).is_file():
@@ -62,7 +62,11 @@ def download_dataset(name: str, root: Path | str | None = None, url: str | None 
                        " pass --root DIR to download elsewhere")
     staging = root / STAGING
     archive = staging / f"{entry.family}-{entry.file_name}"
-    fetched = fetch(entry.url_from(base), archive, pin, entry.size, on_progress)
+    source = entry.url_from(base)
+    if archive.is_file():  # fetched whole by a call that was stopped while unpacking it: checked again, not fetched
+        fetched = check_file(archive, source, pin, entry.size, origin)
+    else:
+        fetched = fetch(source, archive, pin, entry.size, on_progress, origin)
     unpacked = staging / f"{entry.family}-{entry.name}"
     shutil.rmtree(unpacked, ignore_errors=True)  # left by a process killed while unpacking
     try:
@@ -74,9 +78,12 @@ def download_dataset(name: str, root: Path | str | None = None, url: str | None 
                        "bytes": fetched.size, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, f)
         target.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(target)
-    except BadArchive:
+    except BadArchive as exc:
         archive.unlink(missing_ok=True)
-        raise
+        raise I2IError(f"{exc}; it was deleted: {_after_bad_file(exc, fetched, origin)}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped while unpacking {archive.name}; the whole download is kept in {archive}: run the"
+                          " same command again to unpack it without downloading it again") from None
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     archive.unlink(missing_ok=True)  # unpacked and in place: the archive is not needed again
@@ -89,18 +96,19 @@ def download_model(name: str, root: Path | str | None = None, url: str | None = 
     from i2i.tools.convert import convert, options_text  # imported here: it loads the part registry
 
     entry = lookup("model", name)
-    base, pin = mirror_base(url), _pin(sha256, entry)
+    base, origin, pin = mirror_base(url), mirror_origin(url), _pin(sha256, entry)
     root = _root(root, "models")
     target = root / entry.family / f"{entry.name}.safetensors"
     translate = f"i2i translate {target} IMAGES... --out DIR"
     if target.is_file():
         return Downloaded(entry, target, True, translate)
     pth = root / STAGING / f"{entry.family}-{entry.file_name}"
-    fetched = fetch(entry.url_from(base), pth, pin, entry.size, on_progress)
+    fetched = fetch(entry.url_from(base), pth, pin, entry.size, on_progress, origin)
     try:
         result = convert(pth, target)  # torch.load(weights_only=True) inside: a hostile pickle is refused
     except I2IError as exc:
-        raise I2IError(f"{entry.qualified} arrived but {exc} (the download was deleted)") from None
+        raise I2IError(f"{entry.qualified} arrived but {exc} (the download was deleted):"
+                       f" {_after_bad_file(exc, fetched, origin)}") from None
     finally:
         pth.unlink(missing_ok=True)
     detail = f"generator {result.name} ({options_text(result.options)})"
@@ -114,7 +122,7 @@ def download_inception(kind: str = "fid", root: Path | str | None = None, url: s
     if kind not in INCEPTION_KINDS:
         raise I2IError(f"--kind {kind!r} is not one of {', '.join(INCEPTION_KINDS)}")
     entry = lookup("inception", kind)
-    base, pin = mirror_base(url), _pin(sha256, entry)
+    base, origin, pin = mirror_base(url), mirror_origin(url), _pin(sha256, entry)
     folder = _root(root, "inception")
     target = folder / entry.file_name
     protocol = f" --fid {entry.protocol}" if entry.protocol != "standard" else ""
@@ -122,8 +130,22 @@ def download_inception(kind: str = "fid", root: Path | str | None = None, url: s
         f"i2i evaluate RUN --inception-weights {target}{protocol}"
     if target.is_file():
         return Downloaded(entry, target, True, evaluate)
-    fetched = fetch(entry.url_from(base), target, pin, entry.size, on_progress)
+    fetched = fetch(entry.url_from(base), target, pin, entry.size, on_progress, origin)
     return Downloaded(entry, target, False, evaluate, f"FID protocol {entry.protocol}", fetched, pin)
+
+
+def _after_bad_file(problem: Exception, fetched: Fetched, origin: str) -> str:
+    """What to do about a fetched file that turned out unusable: run again where the transfer itself may be at fault
+    (resumed from an earlier call, or of a size the server never said), else look elsewhere, since the source serves
+    this very file and the same command would fetch it again."""
+    if isinstance(problem, BadArchive) and not isinstance(problem, DamagedArchive):
+        transfer_at_fault = False  # unsafe, a bomb or the wrong layout: that is what the file holds
+    else:
+        transfer_at_fault = bool(fetched.resumed_from) or not fetched.sized
+    if transfer_at_fault:
+        why = "part of it came from an earlier call" if fetched.resumed_from else "the server did not say its size"
+        return f"the transfer may be at fault ({why}): run the same command again to download it afresh"
+    return f"the source serves it so, and running the same command again would fetch it again: {another_source(origin)}"
 
 
 def _root(root: Path | str | None, kind: str) -> Path:

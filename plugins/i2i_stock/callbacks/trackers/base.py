@@ -32,7 +32,8 @@ class Tracker(Callback):
             except (ImportError, ValueError):  # a parent package missing, or a module set to None in sys.modules
                 found = False
             if not found:
-                raise I2IError(f"callback '{cls.name}' needs the {package} package: pip install \"i2i[{cls.name}]\"")
+                raise I2IError(f"callback '{cls.name}' needs the {package} package: pip install"
+                               f" \"i2i-toolkit[{cls.name}]\"")
 
     def on_train_start(self, context: TrainingContext) -> None:
         """Open the tracker's run (continuing the checkpoint's one on --resume) and record the recipe."""

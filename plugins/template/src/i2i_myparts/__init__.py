@@ -1,1 +1,1 @@
-"""i2i-myparts: my parts for i2i (registered through the `i2i` entry points in pyproject.toml)."""
+"""i2i-myparts: my parts for i2i, registered by the entry point `parts` in pyproject.toml (the module parts.py)."""
