@@ -20,7 +20,7 @@ class I2IError(Exception):
 
 
 class Interrupted(I2IError):
-    """Training was stopped by the user (Ctrl-C) after a checkpoint was saved."""
+    """The user stopped a command (Ctrl-C): training after saving a checkpoint, a download keeping what it fetched."""
 
     exit_code = 130
 

@@ -209,8 +209,9 @@ class RunFolder:
         return load_recipe(self.recipe_file, overrides, registry, resume=resume)
 
     def save_recipe(self, recipe: Recipe) -> None:
-        """Write the resolved recipe as recipe.toml."""
-        recipe.save(self.recipe_file)
+        """Write the resolved recipe as recipe.toml (atomically: a crash leaves the previous one whole)."""
+        with atomic_file(self.recipe_file, "w") as f:
+            f.write(recipe.to_toml())
 
     # -- metrics and samples ---------------------------------------------------------------------------------
 
