@@ -15,7 +15,10 @@ from i2i.contract.parts import Generator, declared_sizes, fitting_side
 __all__ = ["band_bytes", "budget_bytes", "budget_words", "Footprint", "fitting_tile", "footprint", "release_freed_memory"]
 
 GIB = 1024 ** 3
-_DEFAULT_TILE = 1024  # the side automatic tiling uses when the budget allows: less overlap, fewer seams
+# The side automatic tiling uses when the budget allows. Not larger: at 2048 px the paper's ResNet-9 took 1.28x the
+# whole image's time in 512 px tiles and 1.48x in 1024 px ones, though those give it fewer pixels (overlap 64; AMD
+# EPYC Zen 3, benchmarks/README.md), and a 1024 px tile of it holds 1 GiB of activations against 256 MiB.
+_DEFAULT_TILE = 512
 # Live tensors in an inference pass: the layer's input and output, a residual or skip kept for later, the
 # convolution's workspace; about four copies of the widest activation (measured: the paper's ResNet-9 peaked at
 # 15.9 GB for a 4096x4096 image, 950 bytes a pixel; this rule gives 1024).
@@ -95,7 +98,7 @@ def band_bytes(tile: int, width: int, out_channels: int) -> int:
 
 
 def fitting_tile(generator: Generator, cost: Footprint, budget: int, batch_size: int, width: int) -> int:
-    """The largest tile side up to 1024 whose batch and output band (`width` px wide) fit in the budget."""
+    """The largest tile side up to 512 whose batch and output band (`width` px wide) fit in the budget."""
     multiple, _ = declared_sizes(generator)
     side = _DEFAULT_TILE
     while side > multiple and (batch_size * side * side * cost.per_pixel + band_bytes(side, width, cost.out_channels)

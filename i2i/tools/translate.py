@@ -356,9 +356,9 @@ def _memory_fixes(tiling: Tiling, batch_size: int, multiple: int, tile: int | No
     if tile:
         tiles = f"smaller tiles than {tile} px (--tile {max(multiple, tile // 2 // multiple * multiple)})"
     elif tiling.tile == 0:
-        tiles = "tiles instead of whole (--tile 1024 rather than --tile 0)"
+        tiles = "tiles instead of whole (--tile 512 rather than --tile 0)"
     else:
-        tiles = "tiles (--tile 1024, or a smaller --memory-budget GB)"
+        tiles = "tiles (--tile 512, or a smaller --memory-budget GB)"
     batches = f"; a smaller --batch-size than {batch_size}" if batch_size > 1 else ""
     return f"translate it in {tiles}; scale it down first (--size N){batches}; or use a device with more memory" \
            " (--device)"
