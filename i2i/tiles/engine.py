@@ -193,14 +193,14 @@ class TiledTranslation:
         ph, pw = ph + -(h + ph) % multiple, pw + -(w + pw) % multiple
         mode = "reflect" if ph < h and pw < w else "replicate"
         batch = F.pad(picture[None], (0, pw, 0, ph), mode=mode) if ph or pw else picture[None]
-        self.control.recording = True
+        self.control.recording = self.control.stop_when_recorded = True
         try:
             with self.control.active(), torch.inference_mode():
                 self.generator(batch.to(self.device, self.dtype))
         except StopForward:
             pass
         finally:
-            self.control.recording = False
+            self.control.recording = self.control.stop_when_recorded = False
 
     # -- pieces --------------------------------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class NormControl:
     fixed: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
     measuring: int | None = None  # index of the norm whose whole-image statistics are being summed
     recording: bool = False
+    stop_when_recorded: bool = False  # end the pass once every norm is recorded: the layers after add nothing
     regions: list[Region] = field(default_factory=list)  # per image of the batch, in input pixels
     input_size: tuple[int, int] = (1, 1)
     _sums: _Sums | None = None
@@ -106,8 +107,8 @@ class NormControl:
                 var, mean = torch.var_mean(x.float(), dim=(-2, -1), correction=0)
                 stats = (mean.mean(0), var.mean(0))  # one image: its statistics
                 self.fixed[index] = stats
-                if all(fixed is not None for fixed in self.fixed):
-                    raise StopForward  # the layers after the last norm add nothing to record
+                if self.stop_when_recorded and all(fixed is not None for fixed in self.fixed):
+                    raise StopForward
             if stats is None:
                 return original(module, x)
             return _normalize(module, x, *stats)
