@@ -282,8 +282,10 @@ def test_ctrl_c_during_a_transfer_says_the_rerun_resumes_and_it_does(cli, server
     server.files[H2Z], server.hold[H2Z] = archive, half  # half of it, then nothing until released: a slow server
     part = tmp_path / ".downloads" / "cyclegan-horse2zebra.zip.part"
     args = ["download", "dataset", "horse2zebra", "--root", str(tmp_path), "--url", server.url]
+    # SIGINT restored in the child: a shell that starts the tests in the background leaves it ignored, and Python
+    # then installs no KeyboardInterrupt handler (a terminal's Ctrl-C is never ignored)
     proc = subprocess.Popen([sys.executable, "-m", "i2i", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (part.is_file() and part.stat().st_size == half):
