@@ -104,7 +104,7 @@ def translate_large(generator: Generator, image: TileInput, target: Path, tiling
         for top, rows in translation.bands():
             if reducer is not None:
                 reducer.add(rows)
-            array = _to_array(rows, values, out_dtype, in_place=True)  # the engine hands each band over once
+            array = _to_array(rows, values, out_dtype)
             del rows  # freed before the engine accumulates the next band
             if source is not None and source.geo is not None:
                 mask = source.nodata_mask(top, 0, array.shape[0], array.shape[1])
@@ -137,12 +137,12 @@ def _representable(value: float, dtype: np.dtype) -> bool:
     return True
 
 
-def _to_array(rows: Tensor, values: ValueMap | None, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
-    """(C, h, W) output rows in [-1, 1] as an (h, W, C) array of the output dtype (`in_place`: `rows` may be
-    overwritten, sparing a band-sized copy)."""
+def _to_array(rows: Tensor, values: ValueMap | None, dtype: np.dtype) -> np.ndarray:
+    """(C, h, W) output rows in [-1, 1] as an (h, W, C) array of the output dtype; `rows` may be overwritten (the
+    engine hands each band over once), sparing a band-sized copy."""
     if values is not None:
         return values.from_network(rows, "B", dtype)
-    return to_uint8(rows, in_place)
+    return to_uint8(rows, in_place=True)
 
 
 def _write_whole(target: Path, array: np.ndarray, values: ValueMap | None) -> None:
