@@ -46,6 +46,25 @@ TRAIN = OptionSet((
     Option("max_steps", int, 0, "stop after this many steps (0: no cap)", min=0),
     Option("log_every", int, 100, "steps between metrics lines, report samples and loss-plot updates", min=1),
 ))
+#: [init] and [init.<network>]: a network's starting weights and which of its layers stay frozen (i2i.engine.starting);
+#: [init]'s keys are what every [init.<network>] table inherits
+INIT = OptionSet((
+    Option("from", str, "", "where the network's starting weights come from: a run folder, a checkpoint folder, a"
+           " .safetensors generator file, a reference .pth (read as i2i convert reads it), or model:NAME (a model"
+           " `i2i download model NAME` fetched); empty: the random initial weights"),
+    Option("checkpoint", str, "latest", "the checkpoint of a run folder: latest, best or step-N"),
+    Option("weights", str, "auto", "auto (what translate uses: a generator's EMA weights where the checkpoint has"
+           " them, else the trained ones), raw (the trained ones), or a variant's name (e.g. ema)"),
+    Option("direction", str, "", "the source's generator to take, by the direction it translates (AtoB, BtoA);"
+           " empty: the direction this network translates"),
+    Option("network", str, "", "the source's network to take, by its file name in the checkpoint (G_A, D_B, ...);"
+           " empty: as `direction` picks, else the same name as this network"),
+    Option("strict", bool, True, "every tensor must match the source's in name and shape (false: load what"
+           " matches, leave the rest random, and say which)"),
+    Option("freeze", list, [], "layers that do not train, by module-name prefix (e.g. [\"model.1\", \"model.4\"]);"
+           " [\"*\"] freezes the whole network"),
+    Option("freeze_steps", int, 0, "keep `freeze` for the first N steps only (0: for the whole run)", min=0),
+))
 #: the recipe keys (fnmatch patterns over dotted keys) whose changes a resumed run applies. Any other key must stay as
 #: the run's checkpoint recorded it: what --resume restores (weights, the optimizers' moments and hyperparameters,
 #: pools, data order, random streams) was made with it, so a new value would not take effect, or only in part. The
@@ -57,7 +76,7 @@ RESUMABLE_KEYS = ("run.name", "run.device", "run.precision", "run.channels_last"
 TRAIN_KEYS = frozenset(TRAIN.names())
 FIXED_TABLES = {"run": RUN, "train": TRAIN}
 TABLES = ("run", "data", "method", "generator", "discriminator", "loss", "buffer", "augment", "optim", "schedule",
-          "callback", "train")
+          "callback", "train", "init")
 COMPONENTS = ("generator", "discriminator", "buffer", "augment")
 #: components a recipe may leave out, and the part they then are
 DEFAULT_PARTS = {"augment": "none"}
@@ -111,6 +130,18 @@ class Recipe:
     def optimizer_groups(self) -> list[str]:
         """The groups the recipe sets options for in [optim.<group>] tables."""
         return [k for k, v in self.tables["optim"].items() if isinstance(v, dict)]
+
+    def init_networks(self) -> list[str]:
+        """The networks the recipe gives [init.<network>] tables for (starting weights, freezing)."""
+        return [k for k, v in self.tables.get("init", {}).items() if isinstance(v, dict)]
+
+    def init(self, network: str | None) -> dict[str, Any]:
+        """The starting weights and freezing of `network`: [init] with [init.<network>] over it, every default
+        filled in (a network without a table gets [init]'s keys, so `init.from` starts every network; None: those
+        keys alone)."""
+        given = self.tables.get("init", {})
+        base = {k: v for k, v in given.items() if not isinstance(v, dict)}
+        return {**INIT.resolve(base, "init"), **(given.get(network, {}) if network is not None else {})}
 
     def callbacks(self) -> list[tuple[str, dict[str, Any]]]:
         """The enabled callbacks and their options (without `enabled`), in recipe order."""
@@ -227,7 +258,12 @@ class ResumeChanges:
     @staticmethod
     def describe(changes: dict[str, tuple[Any, Any]]) -> str:
         """"key = new (was old), ..." for a message."""
-        return ", ".join(f"{key} = {toml_value(new)} (was {toml_value(old)})" for key, (old, new) in changes.items())
+        return ", ".join(f"{key} = {toml_value(new)} (was {'not set' if old is NOT_SET else toml_value(old)})"
+                         for key, (old, new) in changes.items())
+
+
+#: a key the recorded recipe did not have (ResumeChanges)
+NOT_SET = object()
 
 
 def resume_changes(recorded: dict[str, Any], recipe: Recipe, registry: Registry | None = None) -> ResumeChanges:
@@ -239,6 +275,10 @@ def resume_changes(recorded: dict[str, Any], recipe: Recipe, registry: Registry 
     starting = _starting_weight_keys(recipe.tables, registry)
     changes = ResumeChanges({}, {})
     for key, value in new.items():
+        if key not in old and key.startswith("init."):
+            # starting weights are read when a run starts, never on --resume: added ones would not take effect
+            changes.refused[key] = (NOT_SET, value)
+            continue
         if key not in old or old[key] == value:
             continue
         if key in starting:
@@ -449,6 +489,8 @@ def resolve(tree: dict[str, Any], registry: Registry | None = None, source: Path
     tables["schedule"] = {"name": schedule_name,
                           **registry.resolve_options("schedule", schedule_name, schedule_options, "schedule")}
     tables["callback"] = _resolve_callbacks(tree.get("callback", {}), registry)
+    if tree.get("init"):  # left out when not given, so the recipe.toml of a run from random weights is unchanged
+        tables["init"] = _resolve_init(tree["init"])
     ordered = {t: tables[t] for t in (*TABLES, *components) if t in tables}
     return Recipe(ordered, source, group_optimizers=group_optimizers, given=copy.deepcopy(tree))
 
@@ -490,6 +532,20 @@ def unknown_group_message(method: str, group: str, groups: list[str]) -> str:
     hint = f"; did you mean [optim.{close}]?" if close else ""
     return (f"[optim.{group}]: method {method!r} has no optimizer group {group!r} (its groups:"
             f" {', '.join(groups)}){hint}")
+
+
+def _resolve_init(given: dict[str, Any]) -> dict[str, Any]:
+    """[init] and its [init.<network>] tables, checked and written as given (so `--set init.KEY` still reaches every
+    network that does not set KEY itself); which networks exist is checked once the method has built them."""
+    resolved: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, dict):
+            where = f"init.{key}"
+            checked = INIT.resolve(value, where)
+            resolved[key] = {k: checked[k] for k in value}
+        else:
+            resolved[key] = INIT.resolve({key: value}, "init")[key]
+    return resolved
 
 
 def _resolve_callbacks(given: dict[str, Any], registry: Registry) -> dict[str, Any]:

@@ -51,6 +51,10 @@ SETTINGS = {
     "dualgan": [*SMALL, "--set", "generator.downs=5", "--set", "generator.channels=4", *TINY_PATCHGAN],
     "discogan": ["--set", "data.load_size=32", "--set", "data.crop_size=32", "--set", "data.batch_size=2",
                  "--set", "generator.depth=3", "--set", "generator.channels=4", *TINY_PATCHGAN],
+    # its published starting generators need `i2i download`: pinned from random weights (the loading itself is
+    # tested in test_finetune_recipe.py), which pins the rest of the recipe (the generators' own learning rate)
+    "finetune_cyclegan": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "buffer.size=3", "--set", "init.G_A.from=",
+                          "--set", "init.G_B.from="],
     "cyclegan_timm": ["--set", "data.load_size=64", "--set", "data.crop_size=64", "--set",
                       "generator.backbone=resnet18", "--set", "generator.decoder_channels=4", *TINY_PATCHGAN,
                       "--set", "train.max_steps=6"],

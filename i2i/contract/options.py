@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from i2i.errors import I2IError
 
-_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str"}
+_TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list of strings"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ def _coerce(value: Any, kind: type) -> Any:
         return value
     if kind is str and isinstance(value, str):
         return value
+    if kind is list and isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)  # a list option holds strings (e.g. layer names); a copy, so defaults stay unshared
     return _BAD
 
 
@@ -91,7 +93,8 @@ def toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
-        return "a list"
+        shown = [toml_value(item) for item in value[:4]]
+        return "[" + ", ".join(shown + ["..."] * (len(value) > 4)) + "]"
     return repr(value)
 
 

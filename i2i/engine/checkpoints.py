@@ -35,10 +35,10 @@ from i2i.contract.registry import PartInfo, Registry, default_registry
 from i2i.engine.placement import tensors_to
 from i2i.engine.state import LoopState
 from i2i.errors import I2IError
-from i2i.storage.checkpoint import (RandomState, copy_checkpoint, first_mismatch, flatten_state, network_file,
-                                    part_metadata, prune_checkpoints, read_tensors, read_training_json,
+from i2i.storage.checkpoint import (STATE_FILE, STEP_DIR, TRAINING_STEM, RandomState, copy_checkpoint, first_mismatch, flatten_state,
+                                    network_file, part_metadata, prune_checkpoints, read_tensors, read_training_json,
                                     read_training_tensors, save_checkpoint, unflatten_state, variant_stem)
-from i2i.storage.rundir import RunFolder
+from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
 
 if TYPE_CHECKING:
     from i2i.engine.setup import PartBuilder
@@ -377,3 +377,87 @@ def default_variant(state: dict[str, Any], registry: Registry | None = None) -> 
         if declared and declared in variants:
             return declared
     return ""
+
+
+def generator_file(checkpoint: Path | str, direction: str = "AtoB", *, raw: bool = False,
+                   which: str | None = None) -> Path:
+    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at: in a checkpoint folder
+    the variant its callbacks declared for inference (e.g. `G_A.ema.safetensors`) when it holds one, else (or with
+    `raw`) the trained weights. In a run folder, `which` picks the checkpoint: "latest" (None), "best" or "step-N"."""
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
+                       f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
+    if which not in (None, "latest") and not RunFolder.is_run(path):
+        raise I2IError(f"--checkpoint {which} picks a checkpoint of a run folder, and {path} is not one: pass the"
+                       " run folder, or leave --checkpoint out")
+    if path.is_file():
+        return path
+    if RunFolder.is_run(path):
+        newest = RunFolder(path).checkpoint(which)
+        return newest if newest.is_file() else _direction_file(newest, direction, raw)
+    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
+        return _direction_file(path, direction, raw)
+    raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
+                   f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
+
+
+def _direction_file(folder: Path, direction: str, raw: bool = False) -> Path:
+    """The generator file a checkpoint folder's training.json names for `direction` (its inference variant unless
+    `raw`)."""
+    return weights_file(folder, direction=direction, weights="raw" if raw else AUTO)
+
+
+#: `weights_file`'s choice of the variant readers use by default (the one declared for inference, else the trained)
+AUTO = "auto"
+RAW = "raw"
+
+
+def weights_file(folder: Path, *, direction: str = "", network: str = "", weights: str = AUTO) -> Path:
+    """The `.safetensors` file in checkpoint folder `folder` of the generator translating in `direction`, or of
+    `network` by name, in `weights`: "auto" (a generator's variant declared for inference, e.g. its EMA average,
+    else the trained weights), "raw" (the trained weights) or a variant's name."""
+    state_file = folder / STATE_FILE
+    if not state_file.exists():
+        raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
+                       f" {network_file(folder, 'G_A')}")
+    state = RunFolder.read_state(folder)
+    stem = network or _direction_stem(folder, state, direction)
+    variants = state.get(VARIANTS) if isinstance(state.get(VARIANTS), dict) else {}
+    if weights == AUTO:
+        files = variants.get(default_variant(state)) if stem in (state.get("generators") or {}).values() else None
+    elif weights == RAW:
+        files = None
+    else:
+        files = variants.get(weights)
+        if not isinstance(files, dict) or stem not in files:
+            held = sorted(name for name, listed in variants.items() if isinstance(listed, dict) and stem in listed)
+            raise I2IError(f"checkpoint {folder} holds no {weights!r} weights of {stem}: use"
+                           f" {', '.join([AUTO, RAW, *held])}")
+    file = network_file(folder, files.get(stem, stem) if isinstance(files, dict) else stem)
+    if not file.is_file():
+        what = f"the {direction} generator its {STATE_FILE} names" if not network else f"network {network!r}"
+        held = sorted(p.name.removesuffix(".safetensors") for p in folder.glob("*.safetensors")
+                      if p.stem != TRAINING_STEM and "." not in p.name.removesuffix(".safetensors"))
+        raise I2IError(f"checkpoint {folder} lacks {file.name}, {what}" + (
+            f" (its networks: {', '.join(held)})" if network and held else ""))
+    return file
+
+
+def _direction_stem(folder: Path, state: dict[str, Any], direction: str) -> str:
+    """The network file stem a checkpoint's training.json names for `direction`."""
+    state_file = folder / STATE_FILE
+    generators = state.get("generators")
+    if not isinstance(generators, dict) or not generators:
+        # Checkpoints of older i2i versions did not record which file translates which way.
+        raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
+                       f" it): pass the generator file itself, e.g. {network_file(folder, 'G_A')}")
+    if direction not in generators:
+        recipe = state.get("recipe")
+        method = recipe.get("method") if isinstance(recipe, dict) else None
+        method = method.get("name") if isinstance(method, dict) else None
+        # a one-sided method (pix2pix's paired, CUT) trains one generator: say so rather than just "not there"
+        why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
+        raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
+                       f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
+    return generators[direction]

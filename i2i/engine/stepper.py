@@ -21,6 +21,9 @@ class Stepper:
         self.distributed = distributed or Distributed()
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        #: ids of the parameters that do not train this step ([init.<network>] freeze): their gradients are dropped
+        #: before the update, so the optimizer neither moves them nor keeps state for them
+        self.frozen: frozenset[int] = frozenset()
 
     def stateful(self) -> dict[str, Any]:
         """Its pieces of training state by checkpoint name: each optimizer as "optim.<group>", and the gradient
@@ -46,9 +49,15 @@ class Stepper:
 
     def step(self, group: str) -> None:
         """Update the weights of one optimizer (with gradients averaged over the processes under torchrun)."""
+        params = [p for param_group in self.optimizers[group].param_groups for p in param_group["params"]]
+        if self.frozen:
+            # the method may have turned gradients on for them (e.g. a discriminator after the generator step)
+            for p in params:
+                if id(p) in self.frozen:
+                    p.grad = None
+            params = [p for p in params if id(p) not in self.frozen]
         if self.distributed.active:
-            self.distributed.average_gradients(
-                p for param_group in self.optimizers[group].param_groups for p in param_group["params"])
+            self.distributed.average_gradients(params)
         if self.scaler:
             self.scaler.step(self.optimizers[group])
         else:

@@ -25,6 +25,7 @@ from i2i.engine.distributed import Distributed
 from i2i.engine.events import Events
 from i2i.engine.setup import (seed_everything, setup_callbacks, setup_data, setup_device, setup_method,
                               setup_networks, setup_optimizers)
+from i2i.engine.starting import start_networks
 from i2i.engine.state import LoopState, LossMeter
 from i2i.engine.stepper import Stepper
 from i2i.errors import I2IError, Interrupted
@@ -74,8 +75,10 @@ class Trainer:
         """Data, method, networks, optimizers and the callbacks' context, checked; nothing written yet."""
         seed_everything(recipe["run"]["seed"])  # the same on every process, so all build the same initial weights
         self.data = setup_data(recipe, self.registry, self.distributed, self.device)
-        self.method, self.builder = setup_method(recipe, self.registry, self.data.dataset,
-                                                 initial_weights=not (resume and self.folder.checkpoints()))
+        resuming = resume and bool(self.folder.checkpoints())  # then the checkpoint holds the weights
+        self.method, self.builder = setup_method(recipe, self.registry, self.data.dataset, initial_weights=not resuming)
+        # [init.<network>]: trained starting weights (read and checked now, before anything is written), and freezing
+        self.started = start_networks(recipe, self.method, self.builder.options_of, load=not resuming)
         self.networks = setup_networks(self.method, recipe, self.device, self.distributed)
         self.optimizers = setup_optimizers(recipe, self.registry, self.method)
         self.base_lr = {group: recipe.optimizer(group)[1]["lr"] for group in self.optimizers}
@@ -167,6 +170,7 @@ class Trainer:
             self.data.sampler.set_epoch(state.epoch, start=state.position)
             for batch in self.data.loader:
                 self._apply_schedule()
+                self.stepper.frozen = self.started.freezing.at(state.step)
                 losses = self.method.step(self.to_device(batch), self.stepper)
                 self.stepper.end_of_step()
                 state.advance(self.data.global_batch)
@@ -259,6 +263,10 @@ class Trainer:
         else:
             if self.is_main:
                 self.folder.prepare(self.overwrite or self.resume)
+                if self.started.record:
+                    self.folder.save_starting_weights(self.started.record)
+                for note in self.started.notes:
+                    self.on_note(note)
             self.state.start_clock()
         if self.is_main:
             self.folder.save_recipe(self.recipe)

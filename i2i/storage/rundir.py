@@ -4,6 +4,7 @@
     RUN/metrics.jsonl           one JSON object per logged step
     RUN/report.html, losses.png what a person opens (and validation.png, when the run validated)
     RUN/metrics.json            `i2i evaluate`'s results
+    RUN/starting_weights.json   what each network started from (a fine-tuned run's sources) and what is frozen
     RUN/samples/step-N.png      sample grids (with a .json sidecar naming the columns)
     RUN/checkpoints/step-N      checkpoints, and checkpoints/best
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from i2i.contract.registry import Registry
 
 __all__ = ["BEST", "CHECKPOINTS_DIR", "EVALUATION_FILE", "LOSSES_PLOT", "METRICS_FILE", "RECIPE_FILE",
-           "REPORT_FILE", "SAMPLES_DIR", "VALIDATION_PLOT", "RunFolder"]
+           "REPORT_FILE", "SAMPLES_DIR", "STARTING_FILE", "VALIDATION_PLOT", "RunFolder"]
 
 RECIPE_FILE = "recipe.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -35,6 +36,7 @@ REPORT_FILE = "report.html"
 LOSSES_PLOT = "losses.png"
 VALIDATION_PLOT = "validation.png"
 EVALUATION_FILE = "metrics.json"
+STARTING_FILE = "starting_weights.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 BEST = "best"
@@ -81,6 +83,11 @@ class RunFolder:
     def evaluation_file(self) -> Path:
         """What `i2i evaluate` measured."""
         return self.path / EVALUATION_FILE
+
+    @property
+    def starting_file(self) -> Path:
+        """What each network started from and which of its layers are frozen (runs with [init] tables)."""
+        return self.path / STARTING_FILE
 
     @property
     def samples_dir(self) -> Path:
@@ -212,6 +219,23 @@ class RunFolder:
         """Write the resolved recipe as recipe.toml (atomically: a crash leaves the previous one whole)."""
         with atomic_file(self.recipe_file, "w") as f:
             f.write(recipe.to_toml())
+
+    # -- starting weights ------------------------------------------------------------------------------------
+
+    def save_starting_weights(self, record: dict[str, Any]) -> None:
+        """Write what each network started from (see i2i.engine.starting), atomically."""
+        with atomic_file(self.starting_file, "w") as f:
+            f.write(json.dumps(record, indent=1, sort_keys=True))
+
+    def read_starting_weights(self) -> dict[str, dict[str, Any]]:
+        """{network: what it started from} as the run recorded it; {} for a run from random weights (or an
+        unreadable record: it only informs)."""
+        try:
+            record = json.loads(self.starting_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        networks = record.get("networks") if isinstance(record, dict) else None
+        return {k: v for k, v in networks.items() if isinstance(v, dict)} if isinstance(networks, dict) else {}
 
     # -- metrics and samples ---------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from i2i.errors import I2IError, first_line
 
@@ -74,3 +74,25 @@ def _keys_hint(loaded: Any) -> str:
         keys = [str(k) for k in list(loaded)[:5]]
         return f" with keys {', '.join(keys)}{', ...' if len(loaded) > 5 else ''}" if keys else " that is empty"
     return ""
+
+
+def drop_stale_instance_norm_stats(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
+    """`state` without the running stats that checkpoints from PyTorch < 0.4 hold for instance norms.
+
+    Follows the reference's `__patch_instance_norm_state_dict`: running_mean/running_var of an InstanceNorm
+    that tracks none, and its num_batches_tracked, are dropped; everything else is kept.
+    """
+    kept = {}
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        module: Any = net
+        for name in path:
+            module = getattr(module, name, None)
+            if module is None:
+                break
+        is_instance_norm = isinstance(module, nn.modules.instancenorm._InstanceNorm)
+        if is_instance_norm and (leaf == "num_batches_tracked"
+                                 or (leaf in ("running_mean", "running_var") and getattr(module, leaf) is None)):
+            continue
+        kept[key] = value
+    return kept

@@ -28,7 +28,8 @@ from i2i.storage.atomic import atomic_file
 from i2i.storage.checkpoint import STATE_FILE
 from i2i.errors import I2IError, first_line, is_out_of_memory
 from i2i.tools.pages import (esc, fmt_elapsed, fmt_num, grid_html, href, html_page, latest_losses, loss_series,
-                             number, panel, panel_figure, plot_curve, relative_href)
+                             number, panel, panel_figure, plot_curve, relative_href, starting_frozen,
+                             starting_source)
 from i2i.tools.report import save_samples
 from i2i.tools.rundata import held_out_items
 from i2i.storage.rundir import EVALUATION_FILE, RECIPE_FILE, RunFolder
@@ -38,6 +39,7 @@ __all__ = ["CompareResult", "compare_runs"]
 HTML_NAME, CSV_NAME, LOSSES_NAME = "compare.html", "compare.csv", "compare-losses.png"
 DIRECTIONS = ("AtoB", "BtoA")  # shown first, in this order; any other direction a method records follows
 MISSING = "—"
+STARTING = "starting weights"  # the column of what each run's networks started from, when any run has a record
 _PLACEHOLDER = 0.8  # cell value for a run that has no translation: light grey, so it reads as empty
 
 _CSS = """
@@ -74,6 +76,7 @@ class _Run:
     metrics: dict[str, Any]  # flattened numeric leaves of metrics.json
     directions: list[str] = field(default_factory=list)
     checkpoint: str = ""
+    starting: dict[str, dict[str, Any]] = field(default_factory=dict)  # RunFolder.read_starting_weights
 
     @property
     def step(self) -> Any:
@@ -88,7 +91,8 @@ class _Run:
 
 @dataclass
 class _Column:
-    """A table column: its group (recipe, step, loss, metric, elapsed), its key and its CSV header."""
+    """A table column: its group (recipe, starting weights, step, loss, metric, elapsed), its key and its CSV
+    header."""
 
     group: str
     key: str
@@ -170,7 +174,8 @@ def _read_run(path: Path, name: str, notes: list[str]) -> _Run:
             metrics = _numeric_leaves(json.loads(metrics_file.read_text(encoding="utf-8")).get("metrics", {}))
         except (OSError, ValueError, AttributeError) as exc:
             notes.append(f"{name}: cannot read {metrics_file.name} ({first_line(exc)}); its metrics are not shown")
-    run = _Run(path, name, _flatten(recipe), records, latest_losses(records), metrics)
+    run = _Run(path, name, _flatten(recipe), records, latest_losses(records), metrics,
+               starting=folder.read_starting_weights())
     checkpoint = folder.newest_checkpoint()
     if checkpoint is not None:
         run.checkpoint = checkpoint.name
@@ -215,9 +220,31 @@ def _recipe_text(value: Any) -> str:
     return str(value)
 
 
+def _starting_summary(entries: dict[str, dict[str, Any]]) -> str:
+    """One cell of what a run's networks started from and what is frozen, e.g. "G_A, G_B ← pre step 6 (EMA);
+    G_A frozen: model.1, first 100 steps"; "random" for a run without a record."""
+    sources: dict[str, list[str]] = {}
+    frozen = []
+    for network, entry in entries.items():
+        if entry.get("from"):
+            where = starting_source(entry, network)
+            left = (len(entry.get("skipped") or []), len(entry.get("random") or []))
+            if any(left):
+                where += f" [{left[0]} skipped, {left[1]} left random]"
+            sources.setdefault(where, []).append(str(network))
+        if what := starting_frozen(entry):
+            frozen.append(f"{network} frozen: {what}")
+    started = [f"{', '.join(networks)} ← {where}" for where, networks in sources.items()] or ["random"]
+    return "; ".join(started + frozen)
+
+
 def _columns(runs: list[_Run], differing: list[str]) -> list[_Column]:
-    """Every table column in order: run keys that differ, step, final losses, metrics, elapsed."""
-    columns = [_Column("recipe", key, key) for key in differing] + [_Column("step", "step", "step")]
+    """Every table column in order: run keys that differ, starting weights (when a run has a record), step, final
+    losses, metrics, elapsed."""
+    columns = [_Column("recipe", key, key) for key in differing]
+    if any(run.starting for run in runs):
+        columns.append(_Column(STARTING, STARTING, STARTING.replace(" ", "_")))
+    columns.append(_Column("step", "step", "step"))
     losses = dict.fromkeys(name for run in runs for name in run.losses)
     metrics = dict.fromkeys(name for run in runs for name in run.metrics)
     taken = {"run", "elapsed_s", *(c.header for c in columns)}
@@ -235,6 +262,8 @@ def _value(run: _Run, column: _Column) -> Any:
     """The raw value of a cell, or None when the run has none."""
     if column.group == "recipe":
         return run.recipe.get(column.key)
+    if column.group == STARTING:
+        return _starting_summary(run.starting)
     if column.group == "step":
         return run.step
     if column.group == "loss":
@@ -264,7 +293,7 @@ def _csv_cell(run: _Run, column: _Column) -> Any:
     return _recipe_text(value) if column.group == "recipe" else value
 
 
-_GROUP_TITLES = {"recipe": "recipe", "step": "", "loss": "final losses", "metric": "evaluation",
+_GROUP_TITLES = {"recipe": "recipe", STARTING: "", "step": "", "loss": "final losses", "metric": "evaluation",
                  "elapsed": ""}
 
 
@@ -475,6 +504,8 @@ def compare_runs(runs: list[Path], out: Path, samples: int = 4, device: str = "a
     parts = [f"<h1>{esc(title)}</h1>"]
     keys = (f"the {len(differing)} recipe key{'s' * (len(differing) != 1)} that differ between the runs"
             if differing else "no recipe key differs between the runs")
+    if any(c.group == STARTING for c in columns):
+        keys += ", what its networks started from (its [init] tables) and which layers are frozen"
     parts.append(f"<p>One row per run: {esc(keys)}, the last logged step and losses, evaluation metrics (from"
                  f" the run's {EVALUATION_FILE}, where present) and training time. Click a run for its report; the table"
                  f' is also in <a href="{esc(CSV_NAME)}">{esc(CSV_NAME)}</a>.</p>')

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save as safetensors_bytes
-from torch import Tensor, nn
 
 from i2i.storage.atomic import atomic_file
 from i2i.storage.checkpoint import part_metadata
 from i2i.errors import I2IError, first_line
 from i2i.contract.registry import Registry, default_registry
-from i2i.storage.weights import read_weights
+from i2i.storage.weights import drop_stale_instance_norm_stats, read_weights
 
 __all__ = ["ConvertResult", "convert", "drop_stale_instance_norm_stats", "options_text"]
 
@@ -33,28 +32,6 @@ class ConvertResult:
     tensors: int
     source: Path
     out: Path
-
-
-def drop_stale_instance_norm_stats(state: dict[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
-    """`state` without the running stats that checkpoints from PyTorch < 0.4 hold for instance norms.
-
-    Follows the reference's `__patch_instance_norm_state_dict`: running_mean/running_var of an InstanceNorm
-    that tracks none, and its num_batches_tracked, are dropped; everything else is kept.
-    """
-    kept = {}
-    for key, value in state.items():
-        *path, leaf = key.split(".")
-        module: Any = net
-        for name in path:
-            module = getattr(module, name, None)
-            if module is None:
-                break
-        is_instance_norm = isinstance(module, nn.modules.instancenorm._InstanceNorm)
-        if is_instance_norm and (leaf == "num_batches_tracked"
-                                 or (leaf in ("running_mean", "running_var") and getattr(module, leaf) is None)):
-            continue
-        kept[key] = value
-    return kept
 
 
 def convert(reference: Path | str, out: Path | str, registry: Registry | None = None) -> ConvertResult:

@@ -17,12 +17,11 @@ from torch import Tensor
 from i2i.contract.parts import Generator
 from i2i.contract.registry import default_registry
 from i2i.data.values import ValueMap
-from i2i.engine.checkpoints import VARIANTS, default_variant
+from i2i.engine.checkpoints import generator_file
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError
-from i2i.storage.checkpoint import (NAME_KEY, OPTIONS_KEY, KIND_KEY, STATE_FILE, STEP_DIR, VALUES_KEY, PartMetadata,
-                                    load_network, network_file, read_part_metadata)
-from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
+from i2i.storage.checkpoint import (NAME_KEY, OPTIONS_KEY, KIND_KEY, VALUES_KEY, PartMetadata, load_network,
+                                    read_part_metadata)
 from i2i.tiles.engine import choose_tile, translate_tensor
 from i2i.tiles.plan import Tiling
 
@@ -60,60 +59,6 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     load_network(file, net)
     target = device if isinstance(device, torch.device) else resolve_device(device, "--device")
     return net.to(target).eval()
-
-
-def generator_file(checkpoint: Path | str, direction: str = "AtoB", *, raw: bool = False,
-                   which: str | None = None) -> Path:
-    """The `.safetensors` file of the generator for `direction` that CHECKPOINT points at: in a checkpoint folder
-    the variant its callbacks declared for inference (e.g. `G_A.ema.safetensors`) when it holds one, else (or with
-    `raw`) the trained weights. In a run folder, `which` picks the checkpoint: "latest" (None), "best" or "step-N"."""
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise I2IError(f"checkpoint {path} does not exist: pass a run folder, a checkpoint folder"
-                       f" ({CHECKPOINTS_DIR}/step-NNNNNNNN) or a generator .safetensors file")
-    if which not in (None, "latest") and not RunFolder.is_run(path):
-        raise I2IError(f"--checkpoint {which} picks a checkpoint of a run folder, and {path} is not one: pass the"
-                       " run folder, or leave --checkpoint out")
-    if path.is_file():
-        return path
-    if RunFolder.is_run(path):
-        newest = RunFolder(path).checkpoint(which)
-        return newest if newest.is_file() else _direction_file(newest, direction, raw)
-    if (path / STATE_FILE).is_file() or STEP_DIR.match(path.name):
-        return _direction_file(path, direction, raw)
-    raise I2IError(f"{path} is neither a run folder (no {CHECKPOINTS_DIR}/ in it) nor a checkpoint folder (no"
-                   f" {STATE_FILE} in it): pass a run folder, a checkpoint folder or a generator .safetensors file")
-
-
-def _direction_file(folder: Path, direction: str, raw: bool = False) -> Path:
-    """The generator file a checkpoint folder's training.json names for `direction` (its inference variant unless
-    `raw`)."""
-    state_file = folder / STATE_FILE
-    if not state_file.exists():
-        raise I2IError(f"checkpoint folder {folder} has no {STATE_FILE}: pass a generator file in it, e.g."
-                       f" {network_file(folder, 'G_A')}")
-    state = RunFolder.read_state(folder)
-    generators = state.get("generators")
-    if not isinstance(generators, dict) or not generators:
-        # Checkpoints of older i2i versions did not record which file translates which way.
-        raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
-                       f" it): pass the generator file itself, e.g. {network_file(folder, 'G_A')}")
-    if direction not in generators:
-        recipe = state.get("recipe")
-        method = recipe.get("method") if isinstance(recipe, dict) else None
-        method = method.get("name") if isinstance(method, dict) else None
-        # a one-sided method (pix2pix's paired, CUT) trains one generator: say so rather than just "not there"
-        why = f" (method {method!r} translates one way only)" if len(generators) == 1 and method else ""
-        raise I2IError(f"direction {direction!r} is not available in {folder}{why}: use"
-                       f" {'one of ' * (len(generators) > 1)}{', '.join(sorted(generators))}")
-    stem = generators[direction]
-    variant = "" if raw else default_variant(state)
-    variants = state.get(VARIANTS)
-    files = variants.get(variant) if isinstance(variants, dict) and variant else None
-    file = network_file(folder, files.get(stem, stem) if isinstance(files, dict) else stem)
-    if not file.is_file():
-        raise I2IError(f"checkpoint {folder} lacks {file.name}, the {direction} generator its {STATE_FILE} names")
-    return file
 
 
 def weights_note(files: list[Path], raw: bool = False) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 
 __all__ = ["PAD", "PAGE_CSS", "SMOOTH_MIN_POINTS", "esc", "fmt_elapsed", "fmt_num", "grid_html", "href",
            "html_page", "latest_losses", "loss_series", "number", "panel", "panel_figure", "plot_curve",
-           "relative_href", "smoothed"]
+           "relative_href", "smoothed", "starting_frozen", "starting_source"]
 
 PAD = 2  # pixels of white between and around the cells of a sample grid
 SMOOTH_MIN_POINTS = 20  # below this a smoothed line only hides the few points there are
@@ -89,6 +89,38 @@ def fmt_elapsed(seconds: Any) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Starting weights (RunFolder.read_starting_weights: the record only informs, so odd values are shown, not refused)
+
+
+def starting_source(entry: dict[str, Any], network: str = "") -> str:
+    """Where a network's starting weights came from: "runs/pre step 1200 (G_B, EMA)", or "random" for a network
+    that is only frozen; the source's network is named when it is not `network`."""
+    given = entry.get("from")
+    if not given:
+        return "random"
+    step = entry.get("step")
+    where = f"{given} step {step}" if isinstance(step, int) and not isinstance(step, bool) else str(given)
+    weights = str(entry.get("weights") or "raw")
+    detail = [str(entry["network"])] if entry.get("network") and entry.get("network") != network else []
+    detail += [weights.upper()] if weights != "raw" else []
+    return where + (f" ({', '.join(detail)})" if detail else "")
+
+
+def starting_frozen(entry: dict[str, Any]) -> str:
+    """What of a network is frozen: "model.1, model.4 for the first 200 steps", "all layers for the whole run", or ""
+    when nothing is."""
+    frozen = entry.get("frozen")
+    if not isinstance(frozen, dict):
+        return ""
+    prefixes = [str(p) for p in frozen.get("prefixes") or []]
+    layers = "all layers" if "*" in prefixes or not prefixes else ", ".join(prefixes)
+    until = frozen.get("until_step")
+    counted = isinstance(until, int) and not isinstance(until, bool) and until > 0
+    span = f"first {until} step{'s' * (until != 1)}" if counted else "whole run"
+    return f"{layers}, {span}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,13 +12,16 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from i2i.storage.atomic import atomic_file
-from i2i.storage.rundir import LOSSES_PLOT, RECIPE_FILE, VALIDATION_PLOT, RunFolder
+from i2i.storage.rundir import LOSSES_PLOT, RECIPE_FILE, STARTING_FILE, VALIDATION_PLOT, RunFolder
 from i2i.tools.pages import (PAD, SMOOTH_MIN_POINTS, esc, fmt_elapsed, fmt_num, grid_html, href, html_page,
-                             latest_losses, loss_series, number, panel, panel_figure, plot_curve)
+                             latest_losses, loss_series, number, panel, panel_figure, plot_curve, starting_frozen,
+                             starting_source)
 
 __all__ = ["plot_losses", "plot_validation", "read_metrics", "save_samples", "write_report"]
 
 _NOT_PLOTTED = ("images", "kid_std")  # validation entries that are counts or spreads, not scores
+_STARTING_CSS = ".start td{text-align:left}.start code{font-size:.85rem}"
+_DIGEST_SHOWN = 12  # hex digits of a source's SHA-256 in the table (the full one is its hover title)
 
 
 # ---------------------------------------------------------------------------- samples
@@ -180,6 +183,53 @@ def _summary_html(run_dir: Path, records: list[dict]) -> str:
     return f'<div class="card"><dl>{dl}</dl>{table}</div>'
 
 
+def _thousands(value: Any) -> str:
+    """A count as people read it: 11,517."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else fmt_num(value)
+
+
+def _loaded_text(entry: dict[str, Any]) -> str:
+    """How much of a network its source filled: "16/16 tensors", with what a non-strict load skipped."""
+    if not entry.get("from"):
+        return "—"
+    text = f"{fmt_num(entry.get('loaded', '?'))}/{fmt_num(entry.get('tensors', '?'))} tensors"
+    if entry.get("strict") is False:
+        text += f", {len(entry.get('skipped') or [])} skipped, {len(entry.get('random') or [])} left random"
+    return text
+
+
+def _starting_row(network: str, entry: dict[str, Any]) -> str:
+    """One network's row of the starting-weights table; the full path and digest are hover titles."""
+    file, digest = str(entry.get("file") or ""), str(entry.get("sha256") or "")
+    frozen = entry.get("frozen") if isinstance(entry.get("frozen"), dict) else {}
+    frozen_title = (f"{fmt_num(frozen.get('parameters', '?'))} parameter tensors,"
+                    f" {_thousands(frozen.get('values', '?'))} values" if frozen else "")
+    cells = [esc(network), esc(starting_source(entry, network)),
+             f'<span title="{esc(file)}">{esc(Path(file).name)}</span>' if file else "—",
+             f'<code title="{esc(digest)}">{esc(digest[:_DIGEST_SHOWN])}</code>' if digest else "—",
+             esc(_loaded_text(entry)),
+             f'<span title="{esc(frozen_title)}">{esc(starting_frozen(entry))}</span>' if frozen else "—"]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _starting_html(entries: dict[str, dict[str, Any]]) -> str:
+    """The "Starting weights" section: what each network of a fine-tuned run started from and what is frozen, with
+    the tensors a non-strict load skipped or left random."""
+    head = "".join(f"<th>{h}</th>" for h in ("network", "source", "file", "sha256", "loaded", "frozen"))
+    rows = "".join(_starting_row(str(network), entry) for network, entry in entries.items())
+    details = []
+    for network, entry in entries.items():
+        for what, label in (("skipped", "skipped (not in this network, or another shape)"),
+                            ("random", "left random (not in the source)")):
+            keys = [str(k) for k in entry.get(what) or []]
+            if keys:
+                details.append(f"<details><summary>{esc(network)}: {len(keys)} tensor{'s' * (len(keys) != 1)}"
+                               f" {esc(label)}</summary><pre>{esc(chr(10).join(keys))}</pre></details>")
+    return ("<p>What the networks started from when the run began (the recipe's [init] tables, recorded in"
+            f" {esc(STARTING_FILE)}); a network not listed started from its random initial weights.</p>"
+            f'<div class="card"><table class="start"><tr>{head}</tr>{rows}</table>{"".join(details)}</div>')
+
+
 def write_report(run_dir: Path) -> Path:
     """Write the run's loss plot (when there are metrics) and its report.html; return the html path."""
     run_dir = Path(run_dir)
@@ -200,6 +250,9 @@ def write_report(run_dir: Path) -> Path:
                       f'<div class="card"><img class="plot" src="{VALIDATION_PLOT}" alt="validation metrics"></div>']
     else:
         parts.append('<p class="empty">Nothing has been logged yet.</p>')
+    starting = run.read_starting_weights()
+    if starting:
+        parts += ["<h2>Starting weights</h2>", _starting_html(starting)]
 
     samples = run.samples()[::-1]  # newest first
     parts.append("<h2>Samples</h2>")
@@ -212,7 +265,7 @@ def write_report(run_dir: Path) -> Path:
     parts.append("<h2>Recipe</h2>")
     parts.append(f"<pre>{esc(recipe_text)}</pre>" if recipe_text else f'<p class="empty">No {RECIPE_FILE}.</p>')
 
-    page = html_page(f"i2i report: {name}", parts)
+    page = html_page(f"i2i report: {name}", parts, _STARTING_CSS if starting else "")
     out = run.report_file
     with atomic_file(out, "w") as f:
         f.write(page)
