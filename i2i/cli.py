@@ -437,7 +437,8 @@ def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overri
         text = Text(f"{event:>8}  {combo.name}" + (f"  ({detail})" if detail else ""), style=style)
         stderr.print(text, highlight=False, soft_wrap=True)
 
-    result = run_sweep(recipe, list(grid), list(overrides), out, list(variants), jobs, resume, show)
+    note = lambda text: stderr.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    result = run_sweep(recipe, list(grid), list(overrides), out, list(variants), jobs, resume, show, note)
     stdout.print(f"{len(result.finished)} finished, {len(result.skipped)} skipped (done before),"
                  f" {len(result.failed)} failed; runs in {result.out}", highlight=False, markup=False)
     if result.compare:

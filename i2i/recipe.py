@@ -31,6 +31,10 @@ RUN = OptionSet((
     Option("compile", bool, False,
            "compile each network with torch.compile (same weights and checkpoints); the first steps are slow"
            " while it compiles (tens of seconds on a CPU), so it pays only on long runs"),
+    Option("threads", int, 0,
+           "CPU threads of the run; 0: an equal share of the CPUs it may use (affinity, cgroup quota) with the other"
+           " i2i runs on them, following as they start and end; N: exactly N (for runs that must be bit-identical:"
+           " some CPU kernels sum in an order that depends on it)", min=0),
     Option("distributed_timeout", float, 600.0,
            "seconds a process of a torchrun run waits for the others before it gives up with an error",
            min=1.0),
@@ -69,7 +73,7 @@ INIT = OptionSet((
 #: the run's checkpoint recorded it: what --resume restores (weights, the optimizers' moments and hyperparameters,
 #: pools, data order, random streams) was made with it, so a new value would not take effect, or only in part. The
 #: base learning rates and loss weights are read afresh at every step; the rest are how a session runs.
-RESUMABLE_KEYS = ("run.name", "run.device", "run.precision", "run.channels_last", "run.compile",
+RESUMABLE_KEYS = ("run.name", "run.device", "run.precision", "run.channels_last", "run.compile", "run.threads",
                   "run.distributed_timeout", "data.root", "data.workers", "train.*", "callback.*", "optim.lr",
                   "optim.*.lr", "loss.*.weight")
 #: the [train] keys of today; others a recipe gives there may have moved to a callback's table (Option.replaces)

@@ -47,6 +47,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     # and no test reaches the internet through `i2i download`: its default mirror is a closed port on 127.0.0.1
     # (the download tests point --url or $I2I_DOWNLOAD_URL at their own server on 127.0.0.1)
     monkeypatch.setenv("I2I_DOWNLOAD_URL", "http://127.0.0.1:9")
+    # and runs share CPUs only with the runs of their own test (i2i.engine.sharing): another test session on the
+    # machine must not change their thread counts, which some CPU kernels' sums depend on
+    monkeypatch.setenv("I2I_CPU_SHARE", str(cache / "cpu-share"))
     return cache
 
 

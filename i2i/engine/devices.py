@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import torch
 
@@ -28,9 +30,35 @@ def resolve_device(name: str, setting: str = "[run] device") -> torch.device:
     return device
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+def usable_cpu_set() -> set[int]:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """How many CPUs this process may keep busy: its affinity mask, capped by a cgroup CPU quota (a container's
+    `--cpus`), rounded up."""
+    count = len(usable_cpu_set())
+    quota = cgroup_cpu_quota(cgroup)
+    return max(1, min(count, math.ceil(quota))) if quota else count
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs a cgroup CPU quota allows (cgroup v2 cpu.max, or v1 cpu.cfs_quota_us / cpu.cfs_period_us), None
+    when there is none."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+        if quota != "max":
+            return int(quota) / int(period or 100000)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None

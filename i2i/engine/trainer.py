@@ -25,6 +25,7 @@ from i2i.engine.distributed import Distributed
 from i2i.engine.events import Events
 from i2i.engine.setup import (seed_everything, setup_callbacks, setup_data, setup_device, setup_method,
                               setup_networks, setup_optimizers)
+from i2i.engine.sharing import CpuShare
 from i2i.engine.starting import start_networks
 from i2i.engine.state import LoopState, LossMeter
 from i2i.engine.stepper import Stepper
@@ -63,6 +64,9 @@ class Trainer:
         self.distributed = Distributed.from_environment()
         self.device = setup_device(recipe, self.distributed)
         self._session = ExitStack()  # what run() or close() ends: the process group
+        # this run's share of the CPUs among the i2i runs on them (a CUDA run leaves torch's threads alone)
+        self.cpu_share = CpuShare(recipe["run"]["threads"], self.on_note if self.distributed.is_main else None) \
+            if self.device.type == "cpu" else None
         self._session.enter_context(process_group(self.distributed, self.device,
                                                   recipe["run"]["distributed_timeout"]))
         try:
@@ -145,6 +149,9 @@ class Trainer:
         """Train to the end (or continue from the newest checkpoint with resume); returns the run folder. A resumed run
         already at its end trains nothing and says why in `finished_earlier`."""
         with self._session:  # leaves the process group however training ends
+            if self.cpu_share is not None:
+                self.cpu_share.start()
+                self._session.callback(self.cpu_share.stop)
             self.distributed.barrier("starting")  # every process has checked the run folder before rank 0 writes
             self._open_run_folder()
             if self.finished_earlier is not None:
@@ -170,6 +177,8 @@ class Trainer:
             self.data.sampler.set_epoch(state.epoch, start=state.position)
             for batch in self.data.loader:
                 self._apply_schedule()
+                if self.cpu_share is not None:
+                    self.cpu_share.poll()  # other runs on these CPUs started or ended: take a fair share
                 self.stepper.frozen = self.started.freezing.at(state.step)
                 losses = self.method.step(self.to_device(batch), self.stepper)
                 self.stepper.end_of_step()

@@ -40,3 +40,15 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside `path` and move it over `path` only once writing succeeded."""
     with atomic_path(path) as tmp, open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
         yield f
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (owned by anyone): whether a temporary file or registration it left is still
+    in use."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from i2i.errors import I2IError
+from i2i.storage.atomic import process_alive
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "training.json"
@@ -138,22 +139,12 @@ def remove_leftovers(checkpoints: Path) -> None:
         if not match or not entry.is_dir():
             continue
         pid = int(match.group(2)) if match.group(2) else None
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        if pid is not None and pid != os.getpid() and process_alive(pid):
             continue
         if match.group(3) and not (checkpoints / match.group(1)).exists():
             os.rename(entry, checkpoints / match.group(1))  # killed between copy_checkpoint's two renames
             continue
         shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def save_checkpoint(checkpoints: Path, step: int, networks: dict[str, nn.Module | dict[str, Tensor]],

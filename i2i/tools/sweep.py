@@ -98,10 +98,70 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
         json.dump(state, f, indent=1, sort_keys=True)
 
 
+@dataclass
+class Placement:
+    """Where a sweep's runs go: CPU runs share the CPUs (each sizes its threads to its share), GPU runs take the
+    least busy of the visible GPUs (one each while there are enough)."""
+
+    text: str  # for people: how many at a time, and where
+    gpus: list[int]  # the GPUs runs are placed on ([] on the CPU)
+    busy: dict[int, int] = field(default_factory=dict)  # runs on each GPU now
+
+    @classmethod
+    def plan(cls, device: str, jobs: int, runs: int, gpu_count: int | None = None) -> "Placement":
+        """The placement of `runs` runs, `jobs` at a time, on [run] device `device` (`gpu_count`: the visible GPUs,
+        asked of torch when None)."""
+        at_once = min(jobs, runs) or 1
+        head = f"{runs} run{'s' * (runs != 1)}, {at_once} at a time"
+        if gpu_count is None:
+            gpu_count = _cuda_count() if device in ("auto", "cuda") else 0
+        if device in ("auto", "cuda") and gpu_count > 1:
+            per = -(-at_once // gpu_count)
+            where = (f"one GPU each (GPUs 0-{min(at_once, gpu_count) - 1})" if at_once <= gpu_count
+                     else f"over {gpu_count} GPUs, up to {per} on each")
+            return cls(f"{head}: {where}, through CUDA_VISIBLE_DEVICES", list(range(gpu_count)))
+        if device.startswith("cuda") or (device == "auto" and gpu_count == 1):
+            gpu = device.partition(":")[2] or "0"
+            return cls(f"{head} on GPU {gpu}" + (" (they share it)" if at_once > 1 else ""), [])
+        if device not in ("auto", "cpu"):
+            return cls(f"{head} on {device}", [])
+        cpus = usable_cpus()
+        share = max(1, cpus // at_once)
+        return cls(f"{head} on the CPU: each takes an equal share of the {cpus} CPUs ({share} thread"
+                   f"{'s' * (share != 1)} each while {at_once} run; more as others end)", [])
+
+    def take(self) -> int | None:
+        """The GPU for a run that starts now (the one with the fewest runs), or None when runs are not placed."""
+        if not self.gpus:
+            return None
+        gpu = min(self.gpus, key=lambda g: (self.busy.get(g, 0), g))
+        self.busy[gpu] = self.busy.get(gpu, 0) + 1
+        return gpu
+
+    @staticmethod
+    def visible(gpu: int) -> str:
+        """CUDA_VISIBLE_DEVICES for a run on the sweep's `gpu`-th visible GPU (the user's own list respected)."""
+        listed = [item.strip() for item in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if item.strip()]
+        return listed[gpu] if gpu < len(listed) else str(gpu)
+
+    def give_back(self, gpu: int | None) -> None:
+        """A run on `gpu` ended."""
+        if gpu is not None:
+            self.busy[gpu] -= 1
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def sweep(recipe: Path, grid: list[str], overrides: list[str] = (), out: Path | None = None,
           variants: list[str] = (), jobs: int = 1, resume: bool = False,
-          on_event: Callable[[str, Combination, str], None] | None = None) -> SweepResult:
-    """Run every combination of `grid` (and `variants`) of `recipe`, then write the comparison page."""
+          on_event: Callable[[str, Combination, str], None] | None = None,
+          on_note: Callable[[str], None] | None = None) -> SweepResult:
+    """Run every combination of `grid` (and `variants`) of `recipe`, then write the comparison page (`on_note`
+    hears where the runs go)."""
     combos = combinations(list(grid), list(variants))
     if not combos:
         raise I2IError("nothing to sweep: give at least one --grid KEY=V1,V2 or --variant")
@@ -127,24 +187,32 @@ def sweep(recipe: Path, grid: list[str], overrides: list[str] = (), out: Path | 
             todo.append(combo)
     _write_state(out, state)
 
-    threads = max(1, usable_cpus() // max(1, jobs))
+    place = Placement.plan(base["run"]["device"], jobs, len(todo))
+    if on_note and todo:
+        on_note(place.text)
 
     lock = threading.Lock()
 
     def run_one(combo: Combination) -> None:
         with lock:
+            gpu = place.take()
             if on_event:
-                on_event("started", combo, "")
+                on_event("started", combo, f"GPU {gpu}" if gpu is not None else "")
         args = [sys.executable, "-m", "i2i", "run", str(recipe)]
         for override in [*overrides, *combo.overrides]:
             args += ["--set", override]
         args += ["--out", str(out / combo.name), "--resume"]
         log = out / "logs" / f"{combo.name}.log"
         log.parent.mkdir(exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if jobs > 1 else None
+        # CPU runs size their threads themselves (i2i.engine.sharing); a run of several GPUs' sweep sees only its own
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": place.visible(gpu)} if gpu is not None else None
         started = time.perf_counter()
-        with open(log, "w") as f:
-            code = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        try:
+            with open(log, "w") as f:
+                code = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        finally:
+            with lock:
+                place.give_back(gpu)
         errors = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error")]
         detail = (errors[-1] if errors else f"exit code {code} (see {log})") if code else \
             f"{time.perf_counter() - started:.0f} s"
