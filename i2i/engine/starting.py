@@ -112,7 +112,7 @@ def start_networks(recipe: Any, method: Method, options_of: Callable[[nn.Module]
         if spec["from"] and load:
             source = find_source(spec, name, net, directions.get(id(net)), where)
             state = read_source(source, net, where)
-            check_options(source, net, options_of(net) if _built(options_of, net) else {}, name, where, state)
+            check_options(source, net, _recipe_options(options_of, net), name, where, state)
             loaded = fit(net, state, spec["strict"], where, source)
             loads.append((name, net, state, source, loaded))
             entry.update(_source_record(source), strict=spec["strict"], **loaded["counts"])
@@ -142,12 +142,12 @@ def start_networks(recipe: Any, method: Method, options_of: Callable[[nn.Module]
     return Started({"networks": record} if record else {}, freezing, notes)
 
 
-def _built(options_of: Callable[[nn.Module], dict[str, Any]], net: nn.Module) -> bool:
+def _recipe_options(options_of: Callable[[nn.Module], dict[str, Any]], net: nn.Module) -> dict[str, Any]:
+    """The options the recipe built `net` with ({} for a network the method made itself, e.g. CUT's heads)."""
     try:
-        options_of(net)
-    except KeyError:  # a network the method made itself (e.g. CUT's projection heads): no recipe options
-        return False
-    return True
+        return options_of(net)
+    except KeyError:
+        return {}
 
 
 def _unknown_network(name: str, method: str, networks: dict[str, nn.Module], directions: dict[int, str]) -> str:
@@ -249,27 +249,26 @@ def read_source(source: Source, net: nn.Module, where: str) -> dict[str, Tensor]
         raise I2IError(f"{where}.from: {exc}") from None
 
 
-def _source_options(source: Source, net: nn.Module, state: dict[str, Tensor]) -> tuple[str, dict]:
-    """The part name and options the source's network was built with: its file's metadata, or for a reference .pth
-    what the network's part reads from the key layout ("" and {} when unknown)."""
+def _source_part(source: Source, net: nn.Module, state: dict[str, Tensor]) -> tuple[str, str, dict[str, Any]]:
+    """The kind, part name and options the source's network was built with: its file's metadata, or for a
+    reference .pth what the network's part reads from the key layout ("", "" and {} when unknown)."""
     if source.kind == "reference":
         options = type(net).options_from_state_dict(state) if hasattr(net, "options_from_state_dict") else None
-        return getattr(net, "name", ""), options or {}
+        return getattr(net, "kind", ""), getattr(net, "name", ""), options or {}
     meta = read_part_metadata(source.file)
-    return (meta.name, meta.options) if meta is not None else ("", {})
+    return (meta.kind, meta.name, meta.options) if meta is not None else ("", "", {})
 
 
 def check_options(source: Source, net: nn.Module, mine: dict[str, Any], name: str, where: str,
                   state: dict[str, Tensor]) -> None:
     """Refuse a source whose channels or widths differ from the network's (`mine`: its options), naming the key to
     change; a part of another kind or name is refused too (it cannot hold the same tensors)."""
-    part, theirs = _source_options(source, net, state)
+    their_kind, part, theirs = _source_part(source, net, state)
     kind = getattr(net, "kind", "")
     if not part:
         return
-    meta = read_part_metadata(source.file) if source.kind != "reference" else None
-    if meta is not None and meta.kind != kind:
-        raise I2IError(f"{where}.from: {source.describe()} holds a {meta.kind}, and {name} is a {kind}: pick a"
+    if their_kind != kind:
+        raise I2IError(f"{where}.from: {source.describe()} holds a {their_kind}, and {name} is a {kind}: pick a"
                        f" {kind} of the source ({where}.network)")
     if part != getattr(net, "name", part):
         raise I2IError(f"{where}.from: {source.describe()} is a {kind} {part!r}, and this run's {name} is"
