@@ -111,7 +111,7 @@ def train(name: str, root: Path, steps: int, seed: int, args: argparse.Namespace
             "data.batch_size=1", "data.workers=0", f"generator.downs={downs}",
             f"generator.channels={args.channels}", f"discriminator.channels={args.channels}",
             f"train.max_steps={steps}", "train.decay_epochs=0", f"train.log_every={args.log_every}",
-            f"run.seed={seed}", "run.device=cpu", *extra]
+            f"run.seed={seed}", "run.device=cpu", *args.set, *extra]
     command = ["run", RECIPE, "--out", str(out), "--overwrite", *[x for s in sets for x in ("--set", s)]]
     print(f"[{name}] {steps} steps on {root.name}: i2i {' '.join(command)}", flush=True)
     wall = run_i2i(command, args.out / "logs" / f"{name}.log", name)
@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16, help="generator and discriminator filters")
     parser.add_argument("--seeds", type=int, default=3, help="(b) and (c) for run.seed 0..N-1")
     parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run, e.g. loss.adversarial.weight=0 (L1 alone)")
     args = parser.parse_args()
     if args.size < 2 or args.size & (args.size - 1):
         raise SystemExit(f"--size {args.size}: use a power of two (the U-Net halves it down to 1 px)")
