@@ -64,7 +64,9 @@ class CpuShare:
         self.file = self.folder / f"{os.getpid()}.json"
         self.threads = torch.get_num_threads()
         #: whether this run sizes its threads: nothing else fixed them
-        self.managed = fixed == 0 and not os.environ.get("OMP_NUM_THREADS") and self.threads in _default_threads()
+        # torch (OpenMP) starts one thread per CPU of the process's, or of the machine's: anything else was set
+        self.managed = (fixed == 0 and not os.environ.get("OMP_NUM_THREADS")
+                        and self.threads in {len(self.cpus), os.cpu_count() or 1})
         self._checked = 0.0
 
     def start(self) -> None:
@@ -128,8 +130,3 @@ class CpuShare:
             self.on_change(f"CPU threads {self.threads} -> {threads}: {why}")
             torch.set_num_threads(threads)
             self.threads = threads
-
-
-def _default_threads() -> set[int]:
-    """The thread counts torch starts with when nothing sets them (OpenMP's: one per CPU of the process's)."""
-    return {len(usable_cpu_set()), os.cpu_count() or 1}

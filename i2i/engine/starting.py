@@ -31,7 +31,7 @@ from i2i.contract.parts import Generator, Method
 from i2i.engine.checkpoints import RAW, weights_file
 from i2i.errors import I2IError
 from i2i.storage.cache import cache_dir
-from i2i.storage.checkpoint import STATE_FILE, STEP_DIR, read_part_metadata, read_tensors, read_training_json
+from i2i.storage.checkpoint import CHECKSUMS, STATE_FILE, STEP_DIR, read_part_metadata, read_tensors, read_training_json
 from i2i.storage.digests import file_sha256
 from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
 from i2i.storage.weights import drop_stale_instance_norm_stats, read_weights
@@ -57,6 +57,8 @@ class Source:
     step: int | None  # the training step the weights were saved at (None: a file that does not say)
     weights: str  # "raw", or the variant read (e.g. "ema")
     network: str  # the source's network file stem ("" for a file of its own)
+    #: the SHA-256 its checkpoint's training.json records (read_tensors verifies it); "" for a file of its own
+    sha256: str = ""
 
     def describe(self) -> str:
         """One phrase for people, e.g. "runs/pre step 1200 (G_A, EMA weights)"."""
@@ -75,9 +77,6 @@ class Freezing:
     def at(self, step: int) -> frozenset[int]:
         """The ids of the parameters frozen at (0-based) `step`."""
         return frozenset(id(p) for params, until in self.sets if until is None or step < until for p in params)
-
-    def __bool__(self) -> bool:
-        return bool(self.sets)
 
 
 @dataclass
@@ -195,8 +194,10 @@ def find_source(spec: dict[str, Any], name: str, net: nn.Module, direction: str 
         raise I2IError(f"{where}.from: {exc}") from None
     stem = file.name.removesuffix(".safetensors")
     network, _, variant = stem.partition(".")
-    step = read_training_json(folder).get("step")
-    return Source(given, kind, file, step if isinstance(step, int) else None, variant or RAW, network)
+    state = read_training_json(folder)
+    step, sums = state.get("step"), state.get(CHECKSUMS)
+    recorded = sums.get(file.name, "") if isinstance(sums, dict) else ""
+    return Source(given, kind, file, step if isinstance(step, int) else None, variant or RAW, network, recorded)
 
 
 #: the keys that pick a network inside a run or checkpoint, and their defaults
@@ -336,7 +337,8 @@ def _load_note(name: str, source: Source, loaded: dict[str, Any]) -> str:
 
 def _source_record(source: Source) -> dict[str, Any]:
     """What the run folder records of a source: the file read, its SHA-256, the step it came from."""
-    return {"source": source.kind, "file": str(source.file.resolve()), "sha256": file_sha256(source.file),
+    return {"source": source.kind, "file": str(source.file.resolve()),
+            "sha256": source.sha256 or file_sha256(source.file),
             "step": source.step, "weights": source.weights, "network": source.network}
 
 

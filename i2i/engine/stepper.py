@@ -49,15 +49,16 @@ class Stepper:
 
     def step(self, group: str) -> None:
         """Update the weights of one optimizer (with gradients averaged over the processes under torchrun)."""
-        params = [p for param_group in self.optimizers[group].param_groups for p in param_group["params"]]
-        if self.frozen:
-            # the method may have turned gradients on for them (e.g. a discriminator after the generator step)
-            for p in params:
-                if id(p) in self.frozen:
-                    p.grad = None
-            params = [p for p in params if id(p) not in self.frozen]
-        if self.distributed.active:
-            self.distributed.average_gradients(params)
+        if self.frozen or self.distributed.active:  # else nothing here needs the parameters listed
+            params = [p for param_group in self.optimizers[group].param_groups for p in param_group["params"]]
+            if self.frozen:
+                # the method may have turned gradients on for them (e.g. a discriminator after the generator step)
+                for p in params:
+                    if id(p) in self.frozen:
+                        p.grad = None
+                params = [p for p in params if id(p) not in self.frozen]
+            if self.distributed.active:
+                self.distributed.average_gradients(params)
         if self.scaler:
             self.scaler.step(self.optimizers[group])
         else:
