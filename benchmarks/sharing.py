@@ -8,7 +8,8 @@ Every figure is the wall-clock of `i2i run recipes/quickstart.toml` processes (o
   (`--set run.threads=N`, N = all CPUs, each: torch's default);
 - four runs one after another, against `i2i sweep --jobs 2` of the same four.
 
-    python benchmarks/sharing.py                # --steps 200 --repeats 1
+    python benchmarks/sharing.py                # --steps 200 --repeats 1 --jobs 2
+    python benchmarks/sharing.py --jobs 4 --set run.device=cuda --set run.capture=true   # four runs on one GPU
 
 Prints seconds and ratios against the lone run, with the CPU. The registration folder is a temporary one of its
 own ($I2I_CPU_SHARE), so other i2i runs on the machine do not change the shares (but they do slow everything:
@@ -34,10 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK = ROOT / "recipes" / "quickstart.toml"
 
 
+SETS: list[str] = []  # --set KEY=VALUE of the command line, for every run
+
+
 def run_args(steps: int, out: Path, *extra: str) -> list[str]:
     """`i2i run` of the quick start for `steps` steps into `out` (no progress bar, one final checkpoint)."""
     return [sys.executable, "-m", "i2i", "run", str(QUICK), "--set", f"train.max_steps={steps}",
-            "--set", "callback.progress.enabled=false", "--set", "callback.checkpoints.every=0", *extra,
+            "--set", "callback.progress.enabled=false", "--set", "callback.checkpoints.every=0", *SETS, *extra,
             "--out", str(out)]
 
 
@@ -63,7 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="steps of each quick start")
     parser.add_argument("--repeats", type=int, default=1, help="measure each case this many times (best kept)")
+    parser.add_argument("--jobs", type=int, default=2, help="the sweep's --jobs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override for"
+                        " every run (e.g. run.device=cuda)")
     args = parser.parse_args()
+    SETS.extend(arg for item in args.set for arg in ("--set", item))
     cpus = len(os.sched_getaffinity(0))
     print(describe_device(torch.device("cpu")), f"| {cpus} CPUs | torch {torch.__version__}"
           f" | load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -94,15 +102,16 @@ def main() -> None:
         cases["four one after another"] = sequential
         sweep = [sys.executable, "-m", "i2i", "sweep", str(QUICK), "--set", f"train.max_steps={args.steps}",
                  "--set", "callback.progress.enabled=false", "--set", "callback.checkpoints.every=0",
-                 "--grid", "run.seed=0,1,2,3", "--jobs", "2"]
-        cases["sweep of four, --jobs 2 (with its comparison page)"] = best(
+                 *SETS, "--grid", "run.seed=0,1,2,3", "--jobs", str(args.jobs)]
+        sweep_case = f"sweep of four, --jobs {args.jobs} (with its comparison page)"
+        cases[sweep_case] = best(
             lambda: together([[*sweep, "--out", str(out())]], env))[0]
 
     alone = cases["one run alone"]
     print(f"\n{'case':<52} {'s':>7} {'x alone':>8}")
     for name, seconds in cases.items():
         print(f"{name:<52} {seconds:7.1f} {seconds / alone:8.2f}")
-    print(f"\nsweep / sequential: {cases['sweep of four, --jobs 2 (with its comparison page)'] / sequential:.2f}")
+    print(f"\nsweep / sequential: {cases[sweep_case] / sequential:.2f}")
 
 
 if __name__ == "__main__":

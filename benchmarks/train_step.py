@@ -156,10 +156,10 @@ def build(args: argparse.Namespace, run_dir: Path) -> Trainer:
         f"data.crop_size={args.size}", "data.workers=0", f"data.batch_size={args.batch}",
         f"run.device={args.device}", f"run.precision={args.precision}",
         f"run.channels_last={str(args.channels_last).lower()}", f"run.compile={str(args.compile).lower()}",
-        f"optim.implementation={args.optim}", "callback.samples.images=0", f"generator.blocks={args.blocks}",
-        f"method.batch_calls={str(not args.no_batch_calls).lower()}",
-    ]
-    recipe = load_recipe(ROOT / "recipes" / "cyclegan.toml", overrides)
+        f"optim.implementation={args.optim}", "callback.samples.images=0",
+        f"method.batch_calls={str(not args.no_batch_calls).lower()}", f"run.capture={str(args.capture).lower()}",
+    ] + ([f"generator.blocks={args.blocks}"] if args.blocks else [])
+    recipe = load_recipe(ROOT / "recipes" / f"{args.recipe}.toml", overrides)
     return Trainer(recipe, run_dir)
 
 
@@ -176,7 +176,13 @@ def main() -> None:
     parser.add_argument("--optim", default="auto", choices=("auto", "fused", "foreach", "single"),
                         help="optim.implementation for ours")
     parser.add_argument("--no-batch-calls", action="store_true", help="method.batch_calls = false for ours")
-    parser.add_argument("--blocks", type=int, default=9, help="ResNet blocks (9 as in the paper's 256 px model)")
+    parser.add_argument("--blocks", type=int, default=0, help="ResNet blocks (default: the recipe's; the paper's"
+                        " 256 px model has 9)")
+    parser.add_argument("--recipe", default="cyclegan", choices=("cyclegan", "cyclegan_fast"),
+                        help="ours: recipes/NAME.toml (the fast one adds DiffAugment, EMA is a callback outside the"
+                        " step)")
+    parser.add_argument("--capture", action="store_true", help="run.capture = true for ours (the step recorded as a"
+                        " CUDA graph; capture-ready parts run eagerly on the CPU)")
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
     parser.add_argument("--no-peak", action="store_true", help="skip the device peak microbenchmark")
     args = parser.parse_args()
@@ -205,6 +211,9 @@ def main() -> None:
     ref_A, ref_B = A.to(device), B.to(device)
 
     def ours() -> None:
+        trainer.train_step(trainer.to_device(batch))
+
+    def ours_eager() -> None:  # for counting FLOPs: a replayed graph dispatches no torch operation
         method.step(trainer.to_device(batch), stepper)
         stepper.end_of_step()
 
@@ -212,10 +221,12 @@ def main() -> None:
         reference(ref_A, ref_B)
 
     print(f"device: {describe_device(device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    print(f"size {args.size} px, batch {args.batch}, ours: precision {args.precision}, channels_last"
-          f" {args.channels_last}, compile {args.compile}, optim {args.optim}, batch_calls"
-          f" {not args.no_batch_calls}; generator resnet {args.blocks} blocks x 64, discriminator patchgan 3 layers"
-          " x 64; reference-style: fp32, NCHW, eager, unfused Adam, calls one at a time")
+    generator = trainer.recipe["generator"]
+    print(f"size {args.size} px, batch {args.batch}, ours: recipes/{args.recipe}.toml, precision {args.precision},"
+          f" channels_last {args.channels_last}, compile {args.compile}, capture {args.capture}, optim {args.optim},"
+          f" batch_calls {not args.no_batch_calls}; generator resnet {generator['blocks']} blocks x"
+          f" {generator['channels']}, discriminator patchgan; reference-style: the same networks, fp32, NCHW,"
+          " eager, unfused Adam, calls one at a time")
 
     peak = Peak(device)
     runners = [("ours", ours)] + ([("reference", theirs)] if reference else [])
@@ -241,7 +252,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     with FlopCounterMode(display=False) as counter:
-        ours()
+        ours_eager()
     flops = counter.get_total_flops()
     if reference:
         with FlopCounterMode(display=False) as counter:

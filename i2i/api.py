@@ -23,7 +23,9 @@ Part interfaces (subclass one, set ``name`` and ``options``; the docstring's fir
 - ``Schedule``: the learning-rate factor asked before every step.
 - ``Callback``: acts on the training loop's lifecycle events (logging, samples, checkpoints, EMA, ...).
 - ``Part``: the base of every kind; a new kind of part is a subclass that sets ``kind`` (e.g. ``"upscaler"``),
-  returned from the hook ``i2i_kinds``; its parts subclass it and register through ``i2i_parts``.
+  returned from the hook ``i2i_kinds``; its parts subclass it and register through ``i2i_parts``. Any part may
+  define ``prepare_capture(device)`` (and an optimizer ``build_for_capture``) for runs whose step is recorded as
+  a CUDA graph (``run.capture``).
 
 What methods, schedules and callbacks are given:
 

@@ -31,6 +31,10 @@ RUN = OptionSet((
     Option("compile", bool, False,
            "compile each network with torch.compile (same weights and checkpoints); the first steps are slow"
            " while it compiles (tens of seconds on a CPU), so it pays only on long runs"),
+    Option("capture", bool, False,
+           "run each training step as a recorded CUDA graph (one launch per step instead of hundreds; small batches on"
+           " a GPU are bound by launching kernels): parts switch to capture-ready forms (pool and random draws on the"
+           " device, fused optimizers), which on the CPU run eagerly; fp32 or bf16, one process"),
     Option("threads", int, 0,
            "CPU threads of the run; 0: an equal share of the CPUs it may use (affinity, cgroup quota) with the other"
            " i2i runs on them, following as they start and end; N: exactly N (for runs that must be bit-identical:"

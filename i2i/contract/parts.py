@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from i2i.contract.options import Option
+from i2i.errors import I2IError
 
 if TYPE_CHECKING:
     from i2i.data.values import ValueMap
@@ -50,6 +51,18 @@ class Part:
         one line before anything is built or written. The message names the option (e.g. `level = 7 ...`);
         the registry puts the table in front.
         """
+
+    def prepare_capture(self, device: torch.device) -> None:
+        """Make this part's work in a training step capture-ready, once, before the first step of a run with
+        `run.capture = true` (the engine calls it on the method and on every part the method built).
+
+        A captured step is recorded once and replayed as a CUDA graph: Python code inside `Method.step` runs only
+        while it is recorded, and the host must not read tensor values there (`.item()`, `bool(t)`, `float(t)`,
+        `.tolist()`, `.cpu()`). So a part that keeps per-step state, draws random numbers or takes branches on
+        them switches here to doing that on `device` with tensor operations (`torch.where` instead of `if`). On
+        the CPU the same capture-ready code runs eagerly; the engine counts host reads in the first step and
+        refuses the run naming the line where one happens. The default does nothing (for parts whose step is
+        tensor operations only)."""
 
 
 class Generator(Part, nn.Module):
@@ -93,8 +106,6 @@ class Generator(Part, nn.Module):
         Methods size their per-layer heads from it before the first step and check a recipe's layer list
         against it. The default raises I2IError: the generator does not expose its encoder.
         """
-        from i2i.errors import I2IError
-
         raise I2IError(f"generator {self.name!r} does not expose its encoder features (Generator.feature_channels"
                        " and encode), which a method that compares them (e.g. cut) needs")
 
@@ -512,6 +523,13 @@ class Optimizer(Part):
     def build(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:  # pragma: no cover - interface
         """A torch optimizer over `params` with this part's options; its state is saved in checkpoints."""
         raise NotImplementedError
+
+    def build_for_capture(self, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+        """The optimizer for a captured step (`run.capture = true`): its step reads no value on the host and takes
+        its learning rate as a tensor on `device` (which the schedule fills in place), e.g. torch's fused or
+        capturable kernels. The default refuses, naming the optimizer."""
+        raise I2IError(f"optimizer {self.name!r} has no capture-ready step (Optimizer.build_for_capture), so"
+                       " run.capture cannot use it: set run.capture = false or use adam/adamw")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ class Context:
 
     def learning_rates(self) -> dict[str, float]:
         """The current learning rate of each optimizer group."""
-        return {group: optimizer.param_groups[0]["lr"] for group, optimizer in self.optimizers.items()}
+        # float(): a captured step's rates are device tensors (read here at log points only)
+        return {group: float(optimizer.param_groups[0]["lr"]) for group, optimizer in self.optimizers.items()}
 
     def due(self, every: int) -> bool:
         """Whether this step is one of every `every` steps, or the last; 0 means the last only."""

@@ -288,8 +288,10 @@ def setup_networks(method: Method, recipe: Recipe, device: torch.device, distrib
     return networks
 
 
-def setup_optimizers(recipe: Recipe, registry: Registry, method: Method) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per parameter group of the method: [optim], with [optim.<group>] over it."""
+def setup_optimizers(recipe: Recipe, registry: Registry, method: Method,
+                     device: torch.device) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per parameter group of the method: [optim], with [optim.<group>] over it (built for a captured
+    step under run.capture)."""
     groups = method.optimizer_groups()
     declared = type(method).groups
     if declared and sorted(declared) != sorted(groups):
@@ -302,7 +304,8 @@ def setup_optimizers(recipe: Recipe, registry: Registry, method: Method) -> dict
     optimizers = {}
     for group, params in groups.items():
         name, options = recipe.optimizer(group)
-        optimizers[group] = registry.create("optimizer", name, **options).build(params)
+        part = registry.create("optimizer", name, **options)
+        optimizers[group] = part.build_for_capture(params, device) if recipe["run"]["capture"] else part.build(params)
     return optimizers
 
 

@@ -24,6 +24,8 @@ class Stepper:
         #: ids of the parameters that do not train this step ([init.<network>] freeze): their gradients are dropped
         #: before the update, so the optimizer neither moves them nor keeps state for them
         self.frozen: frozenset[int] = frozenset()
+        #: the step is recorded as a CUDA graph (run.capture): autocast then keeps no cache of cast weights
+        self.capture = False
 
     def stateful(self) -> dict[str, Any]:
         """Its pieces of training state by checkpoint name: each optimizer as "optim.<group>", and the gradient
@@ -37,7 +39,7 @@ class Stepper:
         """Mixed precision for forward computations (a no-op in fp32)."""
         if self.dtype is None:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=not self.capture)
 
     def zero_grad(self, group: str) -> None:
         """Clear the gradients of one optimizer."""

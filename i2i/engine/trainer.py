@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from i2i.storage.checkpoint import step_name
+from i2i.engine.capture import TrainingStep, check_capture, prepare_parts
 from i2i.engine.checkpoints import Checkpoints
 from i2i.engine.context import Context
 from i2i.engine.distributed import Distributed
@@ -62,6 +63,7 @@ class Trainer:
         schedule, schedule_options = recipe.part("schedule")
         self.schedule = self.registry.create("schedule", schedule, **schedule_options)
         self.distributed = Distributed.from_environment()
+        check_capture(recipe, self.distributed.world_size)
         self.device = setup_device(recipe, self.distributed)
         self._session = ExitStack()  # what run() or close() ends: the process group
         # this run's share of the CPUs among the i2i runs on them (a CUDA run leaves torch's threads alone)
@@ -84,9 +86,14 @@ class Trainer:
         # [init.<network>]: trained starting weights (read and checked now, before anything is written), and freezing
         self.started = start_networks(recipe, self.method, self.builder.options_of, load=not resuming)
         self.networks = setup_networks(self.method, recipe, self.device, self.distributed)
-        self.optimizers = setup_optimizers(recipe, self.registry, self.method)
+        self.optimizers = setup_optimizers(recipe, self.registry, self.method, self.device)
         self.base_lr = {group: recipe.optimizer(group)[1]["lr"] for group in self.optimizers}
         self.stepper = Stepper(self.optimizers, self.device, recipe["run"]["precision"], self.distributed)
+        # run.capture: capture-ready parts, and the step recorded as a CUDA graph (eager on the CPU)
+        if recipe["run"]["capture"]:
+            prepare_parts(self.method, [built.part for built in self.builder.records.values()], self.device)
+            self.stepper.capture = self.device.type == "cuda"
+        self.train_step = TrainingStep(self.method, self.stepper, self.device, recipe["run"]["capture"])
         self._seed_rank(0)
 
         self.state, self.meter = LoopState(), LossMeter(self.device)
@@ -180,8 +187,7 @@ class Trainer:
                 if self.cpu_share is not None:
                     self.cpu_share.poll()  # other runs on these CPUs started or ended: take a fair share
                 self.stepper.frozen = self.started.freezing.at(state.step)
-                losses = self.method.step(self.to_device(batch), self.stepper)
-                self.stepper.end_of_step()
+                losses = self.train_step(self.to_device(batch))
                 state.advance(self.data.global_batch)
                 self.meter.add(losses)
                 control.agree(self.distributed)  # a Ctrl-C on any process stops them all at this step
@@ -217,7 +223,10 @@ class Trainer:
         factor = self.schedule.factor(clock)
         for group, optimizer in self.optimizers.items():
             for param_group in optimizer.param_groups:
-                param_group["lr"] = self.base_lr[group] * factor
+                if isinstance(param_group["lr"], torch.Tensor):  # a captured step reads it from the device
+                    param_group["lr"].fill_(self.base_lr[group] * factor)
+                else:
+                    param_group["lr"] = self.base_lr[group] * factor
 
     def _log_record(self) -> dict[str, Any]:
         """What a log point reports: where training is, the learning rates, the mean losses since the last, and the

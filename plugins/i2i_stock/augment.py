@@ -58,6 +58,12 @@ def _colour_groups(images: Tensor) -> Tensor:
                    f" but the discriminator scores {c}-channel images; set augment.policy without color")
 
 
+def _pair(first: int, second: int, device: torch.device) -> Tensor:
+    """The integers (first, second) as a tensor made on `device` (no copy from the host, which a captured step
+    cannot hold)."""
+    return torch.arange(2, device=device) * (second - first) + first
+
+
 def translate(images: Tensor, shift: Tensor) -> Tensor:
     """Each image moved by its integer (dy, dx), the uncovered border filled with 0 (mid-grey in [-1, 1])."""
     n, _, h, w = images.shape
@@ -104,7 +110,9 @@ class DiffAugment(Augment):
         device, p = images.device, self.probability()
 
         def picked() -> Tensor | None:  # per image: 1 if the transform applies, None when all do
-            return None if p >= 1.0 else (torch.rand(n, device=device) < p).float()
+            if isinstance(p, float) and p >= 1.0:  # a tensor p (capture-ready ADA) is never branched on
+                return None
+            return (torch.rand(n, device=device) < p).float()
 
         def uniform(low: float, high: float, identity: float) -> Tensor:
             value, gate = torch.rand(n, device=device) * (high - low) + low, picked()
@@ -116,8 +124,7 @@ class DiffAugment(Augment):
             params.saturation = uniform(0.0, 2.0, 1.0)
             params.contrast = uniform(0.5, 1.5, 1.0)
         if "translation" in self.policy:
-            reach = torch.tensor([int(h * self.translation_ratio + 0.5), int(w * self.translation_ratio + 0.5)],
-                                 device=device)
+            reach = _pair(int(h * self.translation_ratio + 0.5), int(w * self.translation_ratio + 0.5), device)
             # uniform integers in [-reach, reach] for dy and dx
             shift = (torch.rand(n, 2, device=device) * (2 * reach + 1)).floor().long() - reach
             gate = picked()
@@ -130,7 +137,7 @@ class DiffAugment(Augment):
         """(N, 1, H, W): 0 inside a square of cutout * size centred anywhere in the image (clipped at its
         borders), 1 elsewhere; all 1 for images `gate` leaves out."""
         size_y, size_x = int(h * self.cutout_ratio + 0.5), int(w * self.cutout_ratio + 0.5)
-        centre = (torch.rand(n, 2, device=device) * torch.tensor([h, w], device=device)).floor().long()
+        centre = (torch.rand(n, 2, device=device) * _pair(h, w, device)).floor().long()
         top, left = centre[:, :1] - size_y // 2, centre[:, 1:] - size_x // 2  # (N, 1) each
         rows, cols = torch.arange(h, device=device)[None, :], torch.arange(w, device=device)[None, :]
         in_rows = (rows >= top) & (rows < top + size_y)  # (N, H)
@@ -188,13 +195,27 @@ class AdaptiveAugment(DiffAugment):
         self.signs: Tensor | float = 0.0
         self.scores, self.images, self.updates = 0, 0, 0
 
-    def probability(self) -> float:
-        """The current p."""
+    def prepare_capture(self, device: torch.device) -> None:
+        """Keep p and the interval's counts as tensors on the device; p moves by a branch-free update inside the
+        step (one step of a captured run replays it), and is read on the host only for logs and checkpoints."""
+        if dist.is_available() and dist.is_initialized():
+            raise I2IError("augment ada: a captured step (run.capture) runs one process; under torchrun set"
+                           " run.capture = false")
+        self.p, self.signs, self.scores, self.images, self.updates = (
+            torch.tensor(float(value), dtype=torch.float64 if name == "p" else torch.float32, device=device)
+            for name, value in (("p", self.p), ("signs", self.signs), ("scores", self.scores),
+                                ("images", self.images), ("updates", self.updates)))
+
+    def probability(self) -> float | Tensor:
+        """The current p (a tensor on the device once capture-ready)."""
         return self.p
 
     def observe(self, real_scores: Tensor, threshold: float) -> None:
         """Add up the signs of D's scores on reals; every `interval` updates, step p toward the target r_t."""
         scores = real_scores.detach().float()
+        if isinstance(self.p, Tensor):
+            self._observe_on_device(scores, threshold)
+            return
         self.signs = self.signs + torch.sign(scores - threshold).sum()
         self.scores += scores.numel()
         self.images += scores.shape[0]
@@ -215,19 +236,38 @@ class AdaptiveAugment(DiffAugment):
         self.p = min(self.p_max, max(0.0, self.p + direction * images / self.speed))
         self._reset_interval()
 
+    def _observe_on_device(self, scores: Tensor, threshold: float) -> None:
+        """`observe` and `_adjust` as tensor operations: the adjustment is applied where it is due, and kept out
+        where it is not, so the step has no branch on a value."""
+        self.signs.add_(torch.sign(scores - threshold).sum())
+        self.scores.add_(scores.numel())
+        self.images.add_(scores.shape[0])
+        self.updates.add_(1)
+        due = self.updates >= self.interval
+        r_t = self.signs / self.scores.clamp(min=1.0)
+        moved = (self.p + torch.sign(r_t - self.target).double() * self.images.double() / self.speed)
+        self.p.copy_(torch.where(due, moved.clamp(0.0, self.p_max), self.p))
+        for count in (self.signs, self.scores, self.images, self.updates):
+            count.mul_((~due).float())
+
     def log_values(self) -> dict[str, float]:
         """p."""
-        return {"p": self.p}
+        return {"p": float(self.p)}
 
     def state_dict(self) -> dict[str, Any]:
         """p and the interval in progress."""
-        return {"p": self.p, "signs": float(self.signs), "scores": self.scores, "images": self.images,
-                "updates": self.updates}
+        return {"p": float(self.p), "signs": float(self.signs), "scores": int(self.scores), "images": int(self.images),
+                "updates": int(self.updates)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore p and the interval in progress."""
-        self.p, self.signs = float(state["p"]), float(state["signs"])
-        self.scores, self.images, self.updates = int(state["scores"]), int(state["images"]), int(state["updates"])
+        """Restore p and the interval in progress (into the device tensors once capture-ready)."""
+        values = {"p": float(state["p"]), "signs": float(state["signs"]), "scores": int(state["scores"]),
+                  "images": int(state["images"]), "updates": int(state["updates"])}
+        for name, value in values.items():
+            if isinstance(getattr(self, name), Tensor):
+                getattr(self, name).fill_(value)
+            else:
+                setattr(self, name, value)
 
 
 def _policy(text: str) -> tuple[str, ...]:

@@ -88,13 +88,24 @@ class PatchHeads(nn.Module):
         return x / (x.norm(p=2, dim=1, keepdim=True) + _EPS)
 
 
-def sample_patches(feature: Tensor, count: int, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def sample_patches(feature: Tensor, count: int, positions: Tensor | None = None,
+                   on_device: bool = False) -> tuple[Tensor, Tensor]:
     """Features (N * k, C) at k = min(count, H * W) positions of a (N, C, H, W) map, the same for every image,
-    image by image; random positions (torch's global RNG) unless `positions` are given. Returns them too."""
+    image by image; random positions (torch's global RNG, drawn on the feature's device when `on_device`) unless
+    `positions` are given. Returns them too."""
     flat = feature.flatten(2)  # (N, C, H * W)
-    if positions is None:
+    if positions is None and on_device:
+        positions = torch.randperm(flat.shape[2], device=feature.device)[:count]
+    elif positions is None:
         positions = torch.randperm(flat.shape[2])[:count].to(feature.device)
     return flat[:, :, positions].transpose(1, 2).flatten(0, 1), positions
+
+
+def mirrored(images: Tensor, flip: bool | Tensor) -> Tensor:
+    """`images` mirrored left-right where `flip` says so; a tensor `flip` selects without a branch."""
+    if isinstance(flip, Tensor):
+        return torch.where(flip, images.flip(3), images)
+    return images.flip(3) if flip else images
 
 
 class CutMethod(Method):
@@ -133,6 +144,11 @@ class CutMethod(Method):
         self.flip_equivariance = flip_equivariance
         self.head_channels = head_channels
         self.batch_calls = batch_calls
+        self.on_device = False  # run.capture: random draws on the device, no branch on them
+
+    def prepare_capture(self, device: torch.device) -> None:
+        """Draw patch positions on the device, and mirror (FastCUT) by a drawn mask rather than a branch."""
+        self.on_device = True
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
@@ -194,11 +210,10 @@ class CutMethod(Method):
     def step(self, batch: dict[str, Any], optim: Stepper) -> dict[str, Tensor]:
         """G forward, D update on real vs fake (halved), then G and F update on GAN + PatchNCE."""
         real_A, real_B = batch["A"], batch["B"]
-        flipped = self.flip_equivariance and bool(torch.rand(()) < 0.5)
+        flipped = self._draw_flip(real_A.device)
         with optim.autocast():
             inputs = [real_A, real_B] if self.nce_idt else [real_A]
-            if flipped:
-                inputs = [x.flip(3) for x in inputs]
+            inputs = [mirrored(x, flipped) for x in inputs]
             outputs = call(self.G, *inputs, batched=self.batch_calls)
         fake_B = outputs[0]
 
@@ -235,7 +250,16 @@ class CutMethod(Method):
             return [list(per_image) for per_image in zip(*(m.split(sizes, 0) for m in maps))]
         return [self.G.encode(x, self.layers) for x in images]
 
-    def _nce(self, sources: list[Tensor], outputs: list[Tensor], flipped: bool) -> list[Tensor]:
+    def _draw_flip(self, device: torch.device) -> bool | Tensor:
+        """Whether G sees mirrored images this step (FastCUT, half of the steps): a bool, or a 0-dim bool tensor
+        on the device when capture-ready (drawn from the device's generator)."""
+        if not self.flip_equivariance:
+            return False
+        if self.on_device:
+            return torch.rand((), device=device) < 0.5
+        return bool(torch.rand(()) < 0.5)
+
+    def _nce(self, sources: list[Tensor], outputs: list[Tensor], flipped: bool | Tensor) -> list[Tensor]:
         """lambda_nce * PatchNCE of each output against its source, averaged over the tapped layers."""
         queries = self._encode(outputs)
         with torch.no_grad():  # the keys are detached in the loss, so no graph is needed for them
@@ -244,9 +268,9 @@ class CutMethod(Method):
         for source, query_maps, key_maps in zip(sources, queries, keys):
             total = 0.0
             for index, (q_map, k_map) in enumerate(zip(query_maps, key_maps)):
-                if flipped:  # G saw the mirrored image: mirror its features back onto the source's positions
-                    q_map = q_map.flip(3)
-                k, positions = sample_patches(k_map, self.num_patches)
+                # G saw the mirrored image: mirror its features back onto the source's positions
+                q_map = mirrored(q_map, flipped)
+                k, positions = sample_patches(k_map, self.num_patches, on_device=self.on_device)
                 q, _ = sample_patches(q_map, self.num_patches, positions)
                 with torch.no_grad():
                     k = self.F(index, k)

@@ -17,11 +17,21 @@ class ImagePool(Buffer):
     def __init__(self, size: int = 50) -> None:
         self.size = size
         self.images: list[Tensor] = []
+        # capture-ready form (run.capture): the pool as one (size, C, H, W) tensor and its fill count, on the device
+        self.on_device = False
+        self.stored: Tensor | None = None
+        self.count: Tensor | None = None
+
+    def prepare_capture(self, device: torch.device) -> None:
+        """Keep the pool, its count and its random choices on the device, without a branch on a drawn value."""
+        self.on_device = True
 
     def query(self, images: Tensor) -> Tensor:
         """Return a batch of the same shape mixing the new fakes with stored ones."""
         if self.size == 0:
             return images
+        if self.on_device:
+            return self._query_on_device(images.detach())
         out = []
         # torch's RNG (not python's) so seeding and checkpointed RNG state reproduce the draws exactly
         for image in images.detach():
@@ -37,8 +47,39 @@ class ImagePool(Buffer):
                 out.append(image)
         return torch.cat(out, 0)
 
+    def _query_on_device(self, images: Tensor) -> Tensor:
+        """The same rule as tensor operations on the images' device: every image draws its coin and slot (so the
+        number of draws is fixed), and the pool is written in place (a captured step replays those writes)."""
+        if self.stored is None:
+            self._allocate(images)
+        out = []
+        for image in images:
+            full = self.count >= self.size
+            swap = full & (torch.rand((), device=images.device) > 0.5)
+            index = torch.randint(0, self.size, (), device=images.device)
+            slot = torch.where(full, index, self.count.clamp(max=self.size - 1)).reshape(1)
+            old = self.stored.index_select(0, slot)
+            out.append(torch.where(swap, old, image.unsqueeze(0)))
+            # until full: store the image in the next free slot; then replace the drawn one only on a swap
+            self.stored.index_copy_(0, slot, torch.where(swap | ~full, image.unsqueeze(0), old))
+            self.count.add_((~full).long())
+        return torch.cat(out, 0)
+
+    def _allocate(self, images: Tensor) -> None:
+        """The pool tensor for images like `images`, holding what a checkpoint restored into `images`."""
+        self.stored = images.new_zeros((self.size, *images.shape[1:]))
+        self.count = torch.zeros((), dtype=torch.long, device=images.device)
+        if self.images:
+            restored = torch.cat(self.images, 0)
+            self.stored[: len(restored)].copy_(restored)
+            self.count.fill_(len(restored))
+            self.images = []
+
     def state_dict(self) -> dict[str, Tensor]:
         """The stored images as one (count, C, H, W) tensor."""
+        if self.stored is not None:
+            count = int(self.count.item())  # at checkpoints only, outside the step
+            return {"images": self.stored[:count].cpu()} if count else {}
         if not self.images:
             return {}
         return {"images": torch.cat(self.images, 0).cpu()}
@@ -47,6 +88,7 @@ class ImagePool(Buffer):
         """Restore the stored images."""
         stored = state.get("images")
         self.images = [] if stored is None else [img.unsqueeze(0) for img in stored][: self.size]
+        self.stored = self.count = None
 
 
 class NoBuffer(Buffer):

@@ -47,6 +47,27 @@ class TorchOptimizer(Optimizer):
             raise I2IError(f"optim.implementation = \"fused\" is not supported here ({device}, torch"
                            f" {torch.__version__}: {exc}); use \"foreach\" or \"auto\"") from None
 
+    def build_for_capture(self, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+        """The optimizer for a captured step: torch's fused kernel where the class has one (its step counts stay on
+        the device), else its capturable one on a GPU; the learning rate a tensor on `device` either way."""
+        implementation = self.settings["implementation"]
+        if implementation not in ("auto", "fused"):
+            raise I2IError(f"optim.implementation = \"{implementation}\" cannot run in a captured step"
+                           " (run.capture = true): use \"auto\" (capture picks the fused or capturable kernels)")
+        if "fused" in _implementation_choices(self):
+            kernels = {"fused": True}
+        elif device.type == "cpu":  # no capturable CPU kernels; the CPU runs the step eagerly, so foreach does
+            kernels = {"foreach": True}
+        else:
+            kernels = {"capturable": True, "foreach": True}
+        arguments = {**self.arguments(), "lr": torch.tensor(float(self.settings["lr"]), device=device)}
+        return self.torch_class(params, **arguments, **kernels)
+
+
+def _implementation_choices(optimizer: TorchOptimizer) -> tuple[str, ...]:
+    """The kernel choices an optimizer declares (fused among them where torch has a fused kernel)."""
+    return next(o.choices for o in type(optimizer).options if o.name == "implementation")
+
 
 class Adam(TorchOptimizer):
     """Adam (Kingma and Ba 2015), as CycleGAN, pix2pix and CUT train with beta1 = 0.5."""
