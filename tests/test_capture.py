@@ -53,6 +53,19 @@ def test_the_captured_step_keeps_the_recipe_s_pool_rates_and_adaptive_augment(cl
     assert pool["training/buffer.fake_A_pool.images"].shape[0] == 3
 
 
+def test_lazy_r1_runs_in_a_captured_step_and_keeps_its_round_count(cli, tmp_path, one_thread):
+    """Lazy R1 counts its rounds on the device and weights the penalty by whether it is due (no host read)."""
+    args = [RECIPES / "quickstart.toml", *TINY, "--set", "loss.adversarial.r1_weight=1", "--set",
+            "loss.adversarial.r1_every=3", "--set", "train.max_steps=5"]
+    eager, captured = tmp_path / "eager", tmp_path / "captured"
+    assert cli("run", *args, "--out", eager).code == 0
+    result = cli("run", *args, *CAPTURE, "--out", captured)
+    assert result.code == 0, result.err
+    rounds = [checkpoint_tensors(run / "checkpoints" / "step-00000005")["training/loss.adversarial.r1_rounds"]
+              for run in (eager, captured)]
+    assert int(rounds[0]) == int(rounds[1]) == 5
+
+
 class HostReadingPool(Buffer):
     """A pool written the eager way: it decides on the host, which a captured step cannot replay."""
 

@@ -222,7 +222,13 @@ class AdversarialLoss(Loss):
             self.register_buffer("r1_rounds", torch.zeros((), dtype=torch.int64))
         self._r1_seen: set[int] = set()  # the discriminators penalized in the current round
         self._r1_fresh = True  # the next call starts a round (at the start, and after loading a checkpoint)
+        self._r1_masked = False  # run.capture: lazy R1 computed at every update, weighted 0 where not due
         self.register_load_state_dict_post_hook(AdversarialLoss._start_a_round)
+
+    def prepare_capture(self, device: torch.device) -> None:
+        """Lazy R1 in a captured step: a replay cannot skip the penalty, so it is computed at every update and
+        multiplied by whether this one is due (the same loss; the saving of lazy R1 is lost)."""
+        self._r1_masked = True
 
     def forward(self, prediction: Tensor, target_is_real: bool) -> Tensor:  # pragma: no cover - interface
         """The discriminator's loss of raw scores `prediction` against the real or the fake target."""
@@ -245,16 +251,22 @@ class AdversarialLoss(Loss):
         if weight == 0.0:
             return None
         every = getattr(self, "r1_every", 1)
-        if every > 1 and not self._r1_due(discriminator, every):
-            return None
+        due: Tensor | None = None
+        if every > 1:
+            self._r1_count(discriminator)
+            if getattr(self, "_r1_masked", False):
+                due = ((self.r1_rounds - 1) % every == 0).float()
+            elif (int(self.r1_rounds) - 1) % every != 0:
+                return None
         real = real.detach().requires_grad_(True)
         # create_graph: the penalty is itself differentiated in the discriminator's update
         grad, = torch.autograd.grad(discriminator(real).float().sum(), real, create_graph=True)
         # squared norms in float32: under bf16/fp16 autocast the squares of small gradients would underflow
-        return weight * every / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
+        penalty = weight * every / 2 * grad.float().pow(2).flatten(1).sum(1).mean()
+        return penalty if due is None else penalty * due
 
-    def _r1_due(self, discriminator: nn.Module, every: int) -> bool:
-        """Whether this update of `discriminator` is one of every `every`.
+    def _r1_count(self, discriminator: nn.Module) -> None:
+        """Count this update of `discriminator` in `r1_rounds`; an update is due when the count is 1 modulo r1_every.
 
         One loss serves several discriminators (the cycle method's D_A and D_B), so updates are counted in rounds:
         a round ends when a discriminator comes back. A checkpoint is written between training steps, at the end of
@@ -264,7 +276,6 @@ class AdversarialLoss(Loss):
             self.r1_rounds += 1
             self._r1_seen, self._r1_fresh = set(), False
         self._r1_seen.add(id(discriminator))
-        return (int(self.r1_rounds) - 1) % every == 0
 
     @staticmethod
     def _start_a_round(module: AdversarialLoss, incompatible: Any) -> None:
