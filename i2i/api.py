@@ -45,6 +45,12 @@ Declaring and registering:
 - ``I2IError``: the error for a mistake the user can fix; one line naming the option, file or value.
 - ``create``: builds an installed part by kind and name, e.g. to build on a stock network.
 
+Sweep executors (returned from the hook ``i2i_executors``; ``i2i sweep --executor NAME``):
+
+- ``Executor``: runs a sweep's runs somewhere (``run(sweep, combos)``, optional ``check()`` and ``where(...)``).
+- ``SweepRuns``: what an executor is handed: each run's command line and log file, and ``record`` for its status.
+- ``Combination``: one run of a sweep: its folder name and its ``--set`` overrides.
+
 Runs (for callbacks and commands that read or write them):
 
 - ``RunFolder``: a run folder's layout and readers: recipe, metrics.jsonl, samples, checkpoints (newest, best,
@@ -191,13 +197,17 @@ __all__ = [
     "save_samples", "write_report",
     # types handed to plugins
     "Recipe", "Distributed",
+    # sweep executors (hook i2i_executors)
+    "Executor", "SweepRuns", "Combination",
 ]
 
 # Imported on first use: evaluation and pages pull in torchmetrics and matplotlib, which a part's module never needs.
 _LAZY = {**{name: "i2i.tools.heldout" for name in ("measure_held_out", "check_measurable", "metric_names",
                                                   "LOWER_IS_BETTER", "improves", "DIRECTIONS")},
          **{name: "i2i.tools.inception" for name in ("FID_PROTOCOLS", "load_inception", "download_command")},
-         **{name: "i2i.tools.report" for name in ("save_samples", "write_report")}}
+         **{name: "i2i.tools.report" for name in ("save_samples", "write_report")},
+         **{name: "i2i.tools.executors" for name in ("Executor", "SweepRuns")},
+         "Combination": "i2i.tools.sweep"}
 
 
 __getattr__ = lazy_names(globals(), _LAZY)

@@ -418,7 +418,7 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipe", type=click.Path(path_type=Path), required=False)
 @click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
               help="A recipe key and the values to try (repeatable: every combination runs).")
 @click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=V,KEY=V",
@@ -426,11 +426,40 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key in every run.")
 @click.option("--out", type=click.Path(path_type=Path), help="Sweep folder (default runs/<run.name>-sweep).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1), help="Runs at once.")
-@click.option("--resume", is_flag=True, help="Finish an interrupted sweep; finished runs are not redone.")
-def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overrides: tuple[str, ...],
-          out: Path | None, jobs: int, resume: bool) -> None:
-    """Train one run of RECIPE per combination, then compare them on one page."""
-    from i2i.tools.sweep import sweep as run_sweep
+@click.option("--resume", is_flag=True, help="Finish an interrupted sweep; finished runs are not redone, runs still"
+              " queued or running on the cluster are followed, the others continue from their newest checkpoint.")
+@click.option("--executor", metavar="NAME", default=None, show_default="the sweep's earlier one, else local",
+              help="Where the runs go: local (subprocesses here, --jobs at a time), slurm (one SLURM job array,"
+                   " through submitit), or one a plugin adds.")
+@click.option("--slurm-partition", metavar="NAME", default=None, help="SLURM partition (default: the cluster's).")
+@click.option("--slurm-time", type=click.IntRange(1), metavar="MIN", default=None, show_default="60",
+              help="SLURM time limit per run, in minutes.")
+@click.option("--slurm-gpus", type=click.IntRange(0), metavar="N", default=None, show_default="0",
+              help="GPUs per run on SLURM.")
+@click.option("--slurm-cpus", type=click.IntRange(1), metavar="N", default=None, show_default="1",
+              help="CPUs per run on SLURM.")
+@click.option("--slurm-mem", type=click.FloatRange(0, min_open=True), metavar="GB", default=None,
+              show_default="the cluster's default", help="Memory per run on SLURM, in GB.")
+@click.option("--status", "status_dir", type=click.Path(path_type=Path), metavar="DIR", default=None,
+              help="Say where each run of the sweep in DIR stands (state, job id, newest checkpoint) and exit.")
+def sweep(recipe: Path | None, grid: tuple[str, ...], variants: tuple[str, ...], overrides: tuple[str, ...],
+          out: Path | None, jobs: int, resume: bool, executor: str | None, slurm_partition: str | None,
+          slurm_time: int | None, slurm_gpus: int | None, slurm_cpus: int | None, slurm_mem: float | None,
+          status_dir: Path | None) -> None:
+    """Train one run of RECIPE per combination, then compare them on one page (`--status DIR`: where they stand)."""
+    from i2i.tools.sweep import sweep as run_sweep, sweep_status
+
+    if status_dir is not None:
+        for run in sweep_status(status_dir):
+            step = "-" if run.step is None else f"{run.step}/{run.total or '?'}"
+            stdout.print(f"{run.name}  {run.state}  job {run.job or '-'}  step {step}"
+                         + (f"  ({run.detail})" if run.detail else ""), highlight=False, markup=False, soft_wrap=True)
+        return
+    if recipe is None:
+        raise I2IError("i2i sweep needs a RECIPE (or --status DIR to see where a sweep stands)")
+    flags = {"partition": slurm_partition, "time": slurm_time, "gpus": slurm_gpus, "cpus": slurm_cpus,
+             "mem": slurm_mem}
+    resources = {key: value for key, value in flags.items() if value is not None}
 
     def show(event: str, combo, detail: str) -> None:
         style = {"finished": "green", "failed": "red"}.get(event, "")
@@ -438,7 +467,8 @@ def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overri
         stderr.print(text, highlight=False, soft_wrap=True)
 
     note = lambda text: stderr.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)  # noqa: E731
-    result = run_sweep(recipe, list(grid), list(overrides), out, list(variants), jobs, resume, show, note)
+    result = run_sweep(recipe, list(grid), list(overrides), out, list(variants), jobs, resume, show, note,
+                       executor, resources)
     stdout.print(f"{len(result.finished)} finished, {len(result.skipped)} skipped (done before),"
                  f" {len(result.failed)} failed; runs in {result.out}", highlight=False, markup=False)
     if result.compare:
@@ -446,6 +476,58 @@ def sweep(recipe: Path, grid: tuple[str, ...], variants: tuple[str, ...], overri
     if result.failed:
         raise I2IError(f"{len(result.failed)} of the sweep's runs failed: {', '.join(result.failed)}"
                        f" (logs in {result.out / 'logs'}); fix and rerun with --resume")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--param", "params", multiple=True, metavar="KEY=SPEC",
+              help="A recipe key to search (repeatable): KEY=float:LO..HI, log:LO..HI (log-uniform), int:LO..HI or"
+                   " choice:A,B,C, e.g. --param optim.lr=log:1e-5..1e-3.")
+@click.option("--objective", required=True, metavar="DIRECTION.METRIC",
+              help="The validation metric to optimize, e.g. AtoB.l1 (lower is better) or AtoB.psnr (higher is"
+                   " better); callback.validation must be on.")
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Trials of the whole study (complete, pruned and failed; all workers together).")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True,
+              help="How values are drawn (grid: int ranges and choices only).")
+@click.option("--pruner", type=click.Choice(["asha", "none"]), default="asha", show_default=True,
+              help="Stop poor trials at validation points (asynchronous successive halving); a diverged trial is"
+                   " pruned either way.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key in every trial.")
+@click.option("--out", type=click.Path(path_type=Path), help="Search folder (default runs/<run.name>-search).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampler.")
+def search(recipe: Path, params: tuple[str, ...], objective: str, trials: int, sampler: str, pruner: str,
+           overrides: tuple[str, ...], out: Path | None, seed: int) -> None:
+    """Search recipe values of RECIPE for the best validation metric, pruning poor trials early. Each call is a
+    worker: start several on one --out (on this machine or machines sharing the folder) to search in parallel."""
+    from i2i.tools.search import search as run_search
+
+    def show(event: str, number: int, detail: str) -> None:
+        style = {"complete": "green", "fail": "red", "pruned": "yellow"}.get(event, "")
+        text = Text(f"{event:>8}  trial {number}" + (f"  ({detail})" if detail else ""), style=style)
+        stderr.print(text, highlight=False, soft_wrap=True)
+
+    note = lambda text: stderr.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    result = run_search(recipe, list(params), objective, trials, sampler, pruner, list(overrides), out, seed,
+                        show, note)
+    say = lambda text: stdout.print(text, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    say(f"this worker ran {len(result.trials)} trial{'s' * (len(result.trials) != 1)}; the study has {result.ended}"
+        f" ended; trials in {result.out / 'trials'}")
+    if result.running:
+        say(f"{result.running} trial{'s' * (result.running != 1)} still run or wait in other workers: the last"
+            " worker to end writes the results (or start this command again once they ended)")
+        return
+    if result.best:
+        say(f"best: trial {result.best['number']}, {objective} = {result.best['value']:.6g}  (run"
+            f" {result.best['run']})")
+        say(f"best recipe: {result.best_file}  (i2i run {result.best_file} reproduces it)")
+    if result.compare:
+        say(f"comparison: {result.compare}")
+    say(f"objective plot: {result.plot}")
+    if not result.best:
+        failed = [end for end in result.trials if end.state == "FAIL"]
+        why = f" ({len(failed)} failed here; trial {failed[0].number}: {failed[0].detail})" if failed else ""
+        raise I2IError(f"no trial of the search in {result.out} completed{why}; see trials/*/trial.json")
 
 
 @cli.command()

@@ -212,3 +212,20 @@ def i2i_commands() -> list[click.Command]:
     A command whose name is taken (by the core or another plugin) is not added; ``i2i --help`` warns naming
     both packages. Raise :class:`i2i.I2IError` for a clear one-line error.
     """
+
+
+@hookspec
+def i2i_executors() -> list[type]:
+    """Return sweep executor classes: where ``i2i sweep --executor NAME`` runs a sweep's runs.
+
+    An executor subclasses :class:`i2i.api.Executor`, sets ``name`` (what ``--executor`` takes; the
+    core's ``local`` and ``slurm`` cannot be replaced) and a one-line docstring, and implements ``run(sweep,
+    combos)``: start every run of ``combos`` (none finished; some may carry the job id of an earlier, interrupted
+    sweep in ``sweep.entry(name)``), follow them until each has ended, and record each change with
+    ``sweep.record(combo, status, detail, job)`` (status ``submitted``, ``running``, ``finished`` or ``failed``).
+    ``sweep.command(combo)`` is the run's command line (``python -m i2i run ... --resume``, so a run started again
+    continues from its newest checkpoint) and ``sweep.log(combo)`` its log file. Optionally ``check()`` refuses,
+    before anything is written, where the executor cannot work (raise :class:`i2i.I2IError`), and ``where(out, name,
+    entry)`` says where a run stands for ``i2i sweep --status``. The sweep's state file stays the truth: a run is
+    finished when its executor recorded it so, and ``--resume`` hands every other run to the executor again.
+    """

@@ -26,7 +26,12 @@ def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("recipe", sorted(SETTINGS))
+#: the recipes whose parts differ in their capture-ready forms (cyclegan and finetune_cyclegan have the quick start's
+#: parts at other sizes; cyclegan_timm's timm networks are tensor operations only)
+DISTINCT = ("quickstart", "cyclegan_fast", "cut", "fastcut", "pix2pix", "dualgan", "discogan")
+
+
+@pytest.mark.parametrize("recipe", DISTINCT)
 def test_every_recipe_trains_with_a_step_that_reads_nothing_on_the_host(cli, tmp_path, recipe, one_thread):
     run = tmp_path / recipe
     result = cli("run", RECIPES / f"{recipe}.toml", *SHORT, *SETTINGS[recipe], *CAPTURE, "--out", run)

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import RECIPES, TINY, assert_same_final_state, checkpoint_tensors, error_line
+import pytest
+
+from conftest import RECIPES, TINY, assert_same_final_state, checkpoint_tensors, error_line, run_module
 
 QUICK = RECIPES / "quickstart.toml"
 # a pool of 3 fills in 3 steps, so its random swaps (and their RNG state) are exercised across the resume
@@ -30,8 +32,18 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.005)
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(cli, tmp_path):
-    assert cli("run", QUICK, *LONG, "--out", tmp_path / "whole").code == 0
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """The uninterrupted run that both interrupted ones are compared with (trained once for the module)."""
+    folder = tmp_path_factory.mktemp("resume")
+    run = folder / "whole"
+    # a CPU-share folder of its own, as every test has (conftest): no other run changes its thread count
+    result = run_module("run", QUICK, *LONG, "--out", run, env={"I2I_CPU_SHARE": str(folder / "share")})
+    assert result.code == 0, result.err
+    return run
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(cli, tmp_path, whole):
     run = tmp_path / "killed"
     proc = start(run)
     wait_for(run / "checkpoints" / "step-00000009", proc)
@@ -41,11 +53,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(cli, tmp_path):
     assert not (run / "checkpoints" / "step-00000040").exists(), "the run finished before it was killed"
     result = cli("run", QUICK, *LONG, "--out", run, "--resume")
     assert result.code == 0, result.err
-    assert_same_final_state(tmp_path / "whole", run, 40)
+    assert_same_final_state(whole, run, 40)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(cli, tmp_path):
-    assert cli("run", QUICK, *LONG, "--out", tmp_path / "whole").code == 0
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(cli, tmp_path, whole):
     run = tmp_path / "stopped"
     proc = start(run)
     wait_for(run / "checkpoints" / "step-00000003", proc)
@@ -56,7 +67,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(cli, tmp_path
     stopped_at = int(err.split("stopped at step ")[1].split(";")[0])
     assert (run / "checkpoints" / f"step-{stopped_at:08d}").is_dir()
     assert cli("run", QUICK, *LONG, "--out", run, "--resume").code == 0
-    assert_same_final_state(tmp_path / "whole", run, 40)
+    assert_same_final_state(whole, run, 40)
 
 
 def test_a_truncated_newest_checkpoint_is_skipped_with_a_warning(cli, tmp_path):

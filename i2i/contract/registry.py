@@ -406,6 +406,24 @@ class Registry:
                     added[command.name] = (package, command)
         return added
 
+    def executors(self, taken: Collection[str] = ()) -> dict[str, type]:
+        """The sweep executors plugins add (hook i2i_executors), by name; a name in `taken` (the core's) or added
+        by a package of higher precedence is left out, with a warning naming both packages."""
+        added: dict[str, tuple[str, type]] = {}
+        for package, impl in self._implementations("i2i_executors"):
+            for cls in impl.function() or []:
+                name = getattr(cls, "name", "")
+                if not (isinstance(cls, type) and isinstance(name, str) and name and hasattr(cls, "run")):
+                    warnings.warn(f"plugin {impl.plugin_name!r} ({package}) returned {cls!r} from i2i_executors,"
+                                  " which is not an executor class with a name", stacklevel=2)
+                elif name in taken or name in added:
+                    first = added[name][0] if name in added else CORE_PACKAGE
+                    warnings.warn(f"executor {name!r} of package {package!r} is not added: package {first!r} has"
+                                  " an executor of that name", stacklevel=2)
+                else:
+                    added[name] = (package, cls)
+        return {name: cls for name, (_, cls) in added.items()}
+
 
 def _clash_message(kind: str, name: str, packages: list[str]) -> str:
     """What a clash of part names is reported as: both (all) packages, who wins, how to pick the others."""

@@ -32,6 +32,7 @@ from i2i.engine.state import LoopState, LossMeter
 from i2i.engine.stepper import Stepper
 from i2i.errors import I2IError, Interrupted
 from i2i.data.loader import derive_seed
+from i2i.contract.callbacks import Callback
 from i2i.contract.parts import ScheduleClock
 from i2i.recipe import Recipe, ResumeChanges, RESUMABLE_KEYS, resume_changes
 from i2i.contract.registry import Registry, default_registry
@@ -48,7 +49,8 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: Path, registry: Registry | None = None,
                  overwrite: bool = False, resume: bool = False,
-                 on_note: Callable[[str], None] | None = None) -> None:
+                 on_note: Callable[[str], None] | None = None,
+                 callbacks: dict[str, Callback] | None = None) -> None:
         if overwrite and resume:
             raise I2IError("--resume continues the run in the folder and --overwrite replaces it: pass only one")
         self.recipe, self.folder = recipe, RunFolder(Path(run_dir))
@@ -59,7 +61,10 @@ class Trainer:
         self.finished_earlier: str | None = None
         self.folder.check_new(overwrite or resume)
         self.registry = registry or default_registry()
-        self.events = Events(setup_callbacks(recipe, self.registry))
+        # `callbacks`: what a program adds beside the recipe's (e.g. a search's trial reporter); they get every event
+        # but are not part of the run: not in recipe.toml, not in its checkpoints
+        self.recipe_callbacks = setup_callbacks(recipe, self.registry)
+        self.events = Events({**self.recipe_callbacks, **(callbacks or {})})
         schedule, schedule_options = recipe.part("schedule")
         self.schedule = self.registry.create("schedule", schedule, **schedule_options)
         self.distributed = Distributed.from_environment()
@@ -100,7 +105,7 @@ class Trainer:
         # the one owner of the checkpoints; every stateful piece is declared by what holds it (see stateful())
         self.checkpoints = Checkpoints(self.folder, recipe, self.method, self.builder, self.device, loop=self.state,
                                        sources=(self, self.stepper, self.method, self.builder),
-                                       callbacks=self.events.callbacks, processes=self.distributed.world_size,
+                                       callbacks=self.recipe_callbacks, processes=self.distributed.world_size,
                                        final_step=lambda: self.total_steps)
         self.context = Context(recipe=recipe, folder=self.folder, method=self.method, networks=self.networks,
                                optimizers=self.optimizers, dataset=self.data.dataset, device=self.device,

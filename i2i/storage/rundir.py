@@ -5,6 +5,7 @@
     RUN/report.html, losses.png what a person opens (and validation.png, when the run validated)
     RUN/metrics.json            `i2i evaluate`'s results
     RUN/starting_weights.json   what each network started from (a fine-tuned run's sources) and what is frozen
+    RUN/trial.json              a search's trial: its number, values, state (RUNNING, COMPLETE, PRUNED, FAIL), value
     RUN/samples/step-N.png      sample grids (with a .json sidecar naming the columns)
     RUN/checkpoints/step-N      checkpoints, and checkpoints/best
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from i2i.contract.registry import Registry
 
 __all__ = ["BEST", "CHECKPOINTS_DIR", "EVALUATION_FILE", "LOSSES_PLOT", "METRICS_FILE", "RECIPE_FILE",
-           "REPORT_FILE", "SAMPLES_DIR", "STARTING_FILE", "VALIDATION_PLOT", "RunFolder"]
+           "REPORT_FILE", "SAMPLES_DIR", "STARTING_FILE", "TRIAL_FILE", "VALIDATION_PLOT", "RunFolder"]
 
 RECIPE_FILE = "recipe.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -37,6 +38,7 @@ LOSSES_PLOT = "losses.png"
 VALIDATION_PLOT = "validation.png"
 EVALUATION_FILE = "metrics.json"
 STARTING_FILE = "starting_weights.json"
+TRIAL_FILE = "trial.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 BEST = "best"
@@ -88,6 +90,11 @@ class RunFolder:
     def starting_file(self) -> Path:
         """What each network started from and which of its layers are frozen (runs with [init] tables)."""
         return self.path / STARTING_FILE
+
+    @property
+    def trial_file(self) -> Path:
+        """What a hyperparameter search's trial recorded about this run (i2i.tools.search)."""
+        return self.path / TRIAL_FILE
 
     @property
     def samples_dir(self) -> Path:
@@ -236,6 +243,22 @@ class RunFolder:
             return {}
         networks = record.get("networks") if isinstance(record, dict) else None
         return {k: v for k, v in networks.items() if isinstance(v, dict)} if isinstance(networks, dict) else {}
+
+    # -- a search's trial -------------------------------------------------------------------------------------
+
+    def save_trial(self, record: dict[str, Any]) -> None:
+        """Write what the search says of this run as a trial (state, number, values, objective), atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.trial_file, "w") as f:
+            f.write(json.dumps(record, indent=1, sort_keys=True))
+
+    def read_trial(self) -> dict[str, Any]:
+        """The trial record of a search's run ({} for a run no search made, or an unreadable record)."""
+        try:
+            record = json.loads(self.trial_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
     # -- metrics and samples ---------------------------------------------------------------------------------
 
