@@ -10,7 +10,8 @@ import click
 import torch
 from torch import Tensor, nn
 
-from i2i.api import Callback, I2IError, Option, Optimizer, RunFolder, Schedule, ScheduleClock, TrainingContext, hookimpl
+from i2i.api import (Callback, Combination, Executor, I2IError, Option, Optimizer, RunFolder, Schedule, ScheduleClock,
+                     SweepRuns, TrainingContext, hookimpl)
 
 
 class LossTally(Callback):
@@ -137,6 +138,28 @@ def i2i_optimizers() -> list[type]:
 def i2i_schedules() -> list[type]:
     """The exponential schedule."""
     return [Exponential]
+
+
+class InOrder(Executor):
+    """Runs a sweep's runs one after another, newest combination first (an executor a plugin adds)."""
+
+    name = "in_order"
+
+    def run(self, sweep: SweepRuns, combos: list[Combination]) -> None:
+        """Each run as a subprocess, in reverse order, recording each start and end."""
+        import subprocess
+
+        for combo in reversed(combos):
+            sweep.record(combo, "running", "started by loopkit's in_order", event=False)
+            with open(sweep.log(combo), "w") as log:
+                code = subprocess.run(sweep.command(combo), stdout=log, stderr=subprocess.STDOUT).returncode
+            sweep.record(combo, "finished" if code == 0 else "failed", f"in_order, exit code {code}")
+
+
+@hookimpl
+def i2i_executors() -> list[type]:
+    """The in-order executor."""
+    return [InOrder]
 
 
 @hookimpl
