@@ -17,7 +17,8 @@ Part interfaces (subclass one, set ``name`` and ``options``; the docstring's fir
 - ``Buffer``: a history of generated images the discriminator sees (an image pool); state in ``state_dict``.
 - ``Augment``: differentiable augmentation of what a discriminator scores (DiffAugment, ADA): ``draw``, ``apply``,
   ``observe``; state in ``state_dict``.
-- ``Dataset``: a source of training images; ``load(split, augment)`` gives items {"A", "B", "A_path", "B_path"}.
+- ``Dataset``: a source of training images; ``load(split, augment)`` gives items {"A", "B", "A_path", "B_path"}
+  (two domains), or {"image", "domain", "path"} for N domains, named by ``domains()``.
 - ``Method``: one training step computed from parts (the cycle step, pix2pix, CUT).
 - ``Optimizer``: builds the torch optimizer of one parameter group from declared options.
 - ``Schedule``: the learning-rate factor asked before every step.
@@ -26,6 +27,14 @@ Part interfaces (subclass one, set ``name`` and ``options``; the docstring's fir
   returned from the hook ``i2i_kinds``; its parts subclass it and register through ``i2i_parts``. Any part may
   define ``prepare_capture(device)`` (and an optimizer ``build_for_capture``) for runs whose step is recorded as
   a CUDA graph (``run.capture``).
+
+Domains and directions (methods of more than two domains):
+
+- ``Direction``: one translation a method offers (source, target, the network file serving it, its condition);
+  ``Method.directions()`` lists them, ``Method.domains()`` names the domains.
+- ``ConditionedGenerator``: a generator conditioned on the target domain, bound to one target (StarGAN's
+  directions); ``with_condition(images, codes)`` appends one-hot domain codes (``one_hot``) as input channels;
+  ``trained_network(generator)`` is the network whose weights a direction's generator uses.
 
 What methods, schedules and callbacks are given:
 
@@ -163,6 +172,7 @@ from i2i.nn.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, M
                         conv_bias, init_weights, instance_norms, norm_layer, norm_option, spectral_normalize,
                         stage_width)
 from i2i.contract.callbacks import Callback, RunCheckpoints, TrainingContext, TrainingControl
+from i2i.contract.domains import ConditionedGenerator, Direction, one_hot, trained_network, with_condition
 from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Loss, LossSlot,
                                 Method, Optimizer, Part, PartFactory, ReconstructionLoss, Schedule, ScheduleClock,
                                 Stepper)
@@ -175,6 +185,7 @@ __all__ = [
     "Method", "Optimizer", "Schedule", "Callback", "Part",
     # what methods, schedules and callbacks are given
     "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext", "TrainingControl",
+    "Direction", "ConditionedGenerator", "with_condition", "one_hot", "trained_network",
     # declaring and registering
     "Option", "hookimpl", "I2IError", "create",
     # runs

@@ -261,6 +261,10 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the translated images.")
 @click.option("--direction", default="AtoB", show_default=True, help="AtoB or BtoA (what the run trained).")
+@click.option("--to", "to", default=None, metavar="DOMAIN", help="The target domain (a method of N domains, e.g."
+              " StarGAN; for two domains --to B is --direction AtoB).")
+@click.option("--from", "source", default=None, metavar="DOMAIN", help="The source domain, where the method's"
+              " directions need one.")
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="full resolution",
               help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
@@ -285,7 +289,8 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 @click.option("--stats-side", type=click.IntRange(min=1), default=1024, show_default=True, metavar="PX",
               help="Side of the picture --norm-stats sample or thumbnail takes statistics from.")
 @allow_skipped_option
-def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, size: int | None,
+def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: str, to: str | None,
+              source: str | None, size: int | None,
               batch_size: int, fmt: str | None, device: str, which: str | None, raw: bool, tile: int | None,
               overlap: int | None, blend: str, norm_stats: str, memory_budget: float | None, stats_side: int,
               allow_skipped: bool) -> None:
@@ -296,8 +301,10 @@ def translate(checkpoint: Path, inputs: tuple[Path, ...], out: Path, direction: 
     georeference). Inputs that cannot be read or translated are skipped, each named in a warning line.
     """
     from i2i.tiles.plan import Tiling
+    from i2i.tools.generators import pick_direction
     from i2i.tools.translate import translate as run_translation
 
+    direction = pick_direction(checkpoint, to, source, direction, which)
     tiling = Tiling(tile=tile, overlap=overlap, blend=blend, norm_stats=norm_stats, memory_budget=memory_budget,
                     stats_side=stats_side)
     with translate_progress() as (show, show_tiles):

@@ -402,7 +402,7 @@ def _drop_keys_of_swapped_parts(original: dict[str, Any], tree: dict[str, Any], 
     """When --set changes a part's name, drop the file's keys the new part does not take (for ablations)."""
     parsed = [tuple(parse_override(text)[0]) for text in overrides]
     notes = []
-    for key in parsed:
+    for key in dict.fromkeys(parsed):  # a name set twice (--set data.name=x --set data.name=y) is one swap
         if (table := _table_kind(key[:-1], registry)) is None or key[-1] != table[2]:
             continue
         kind, always, name_key = table

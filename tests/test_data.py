@@ -417,7 +417,7 @@ def test_registered_through_the_entry_point() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # other plugins of this package may fail to load; not our concern here
         registry.load_entry_points()
-    assert registry.available("dataset") == ["aligned", "synthetic", "unpaired"]
+    assert registry.available("dataset") == ["aligned", "domains", "synthetic", "synthetic_domains", "unpaired"]
     data = registry.create("dataset", "synthetic", count=4)
     assert isinstance(data, Synthetic) and len(data.load("train", augment=True)) == 4
     assert registry.describe("dataset", "unpaired")["description"].startswith("Unpaired images from folders")

@@ -55,6 +55,9 @@ SETTINGS = {
     # tested in test_finetune_recipe.py), which pins the rest of the recipe (the generators' own learning rate)
     "finetune_cyclegan": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "buffer.size=3", "--set", "init.G_A.from=",
                           "--set", "init.G_B.from="],
+    # the 3-domain toy data: one generator for every target, updated every 5th step (twice in 10)
+    "stargan": [*SMALL, *TINY_RESNET, *TINY_PATCHGAN, "--set", "data.name=synthetic_domains", "--set",
+                "data.batch_size=2"],
     "cyclegan_timm": ["--set", "data.load_size=64", "--set", "data.crop_size=64", "--set",
                       "generator.backbone=resnet18", "--set", "generator.decoder_channels=4", *TINY_PATCHGAN,
                       "--set", "train.max_steps=6"],

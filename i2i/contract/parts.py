@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from i2i.contract.domains import (TWO_DIRECTIONS, TWO_DOMAINS, ConditionedGenerator, Direction,
+                                  trained_network)
 from i2i.contract.options import Option
 from i2i.errors import I2IError
 
@@ -141,6 +143,12 @@ class Discriminator(Part, nn.Module):
 
     It declares the input sizes it takes as a generator does (`size_multiple`, `min_size`, `size_options`): it
     scores images of the crop size, so a crop too small for its downsamplings is refused before training.
+
+    A discriminator may also classify an image's domain (StarGAN's auxiliary classifier): it then declares an int
+    option `classes` (0 = no classifier, its default) and, built with `classes` = K > 0, offers
+    `scores_and_logits(x) -> (scores, logits)`: the scores `forward(x)` gives and (N, K) domain logits, its shared
+    layers run once. A method that needs the classifier builds its discriminator with ``classes=K`` (K = the
+    number of domains) and calls `scores_and_logits`; `forward` stays the scores alone.
     """
 
     kind = "discriminator"
@@ -378,8 +386,14 @@ class Dataset(Part):
         """Whether `load(split, ...)` has images (e.g. a testA/testB folder exists)."""
         return split == "train"
 
+    def domains(self) -> tuple[str, ...]:
+        """The names of its domains, in order: ("A", "B") for two-domain data (items {"A", "B", "A_path",
+        "B_path"}). A dataset of N domains returns their names and gives items {"image", "domain" (the index into
+        these names), "path"}."""
+        return ("A", "B")
+
     def domain_channels(self) -> dict[str, int]:
-        """The channels of domain A's and B's images ({"A": 3, "B": 3} for RGB); methods size their networks by it."""
+        """The channels of each domain's images ({"A": 3, "B": 3} for RGB); methods size their networks by it."""
         return {"A": 3, "B": 3}
 
     def value_map(self) -> ValueMap | None:
@@ -425,6 +439,9 @@ class PartFactory(Protocol):
 
     def channels(self, domain: str) -> int:
         """The channels of the data's images of `domain` ("A" or "B"): what a network's in/out_channels should be."""
+
+    def domains(self) -> tuple[str, ...]:
+        """The data's domains in order (`Dataset.domains`): ("A", "B"), or the names of an N-domain dataset."""
 
 
 class Stepper(Protocol):
@@ -509,14 +526,36 @@ class Method(Part):
         """The generator that translates in `direction` ("AtoB" or "BtoA"); KeyError for one it cannot."""
         raise NotImplementedError
 
+    def domains(self) -> tuple[str, ...]:
+        """The domains the method translates between: ("A", "B") for two-domain methods; a method of N domains
+        returns the data's (`PartFactory.domains()`) once built."""
+        return TWO_DOMAINS
+
     def generators(self) -> dict[str, Generator]:
-        """The generator of each direction the method translates, e.g. {"AtoB": G_A, "BtoA": G_B}."""
+        """The generator of each direction the method translates, e.g. {"AtoB": G_A, "BtoA": G_B}; a method whose one
+        network serves every target returns a `ConditionedGenerator` per direction ("to_<domain>")."""
         found = {}
-        for direction in ("AtoB", "BtoA"):
+        for direction in TWO_DIRECTIONS:
             try:
                 found[direction] = self.generator_for(direction)
             except (KeyError, NotImplementedError):  # a one-sided method translates one way only
                 continue
+        return found
+
+    def directions(self) -> dict[str, Direction]:
+        """Every translation the method offers, by name: its source and target domain, the network file that serves
+        it and the condition it takes (from `generators()` and `networks()`; a method rarely overrides it)."""
+        names = {id(net): name for name, net in self.networks().items()}
+        found = {}
+        for direction, generator in self.generators().items():
+            network = names.get(id(trained_network(generator)))
+            if network is None:
+                continue
+            if isinstance(generator, ConditionedGenerator):
+                found[direction] = Direction(None, self.domains()[generator.index], network, generator.index)
+            else:
+                source, target = TWO_DIRECTIONS.get(direction, (None, direction))
+                found[direction] = Direction(source, target, network)
         return found
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import asdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,13 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from i2i.contract.callbacks import Callback, TrainingContext
+from i2i.contract.domains import TWO_DIRECTIONS, direction_name
 from i2i.contract.parts import Method
 from i2i.contract.registry import PartInfo, Registry, default_registry
 from i2i.engine.placement import tensors_to
 from i2i.engine.state import LoopState
 from i2i.errors import I2IError
 from i2i.storage.checkpoint import (STATE_FILE, STEP_DIR, TRAINING_STEM, RandomState, copy_checkpoint, first_mismatch, flatten_state,
-                                    network_file, part_metadata, prune_checkpoints, read_tensors, read_training_json,
+                                    network_file, part_metadata, prune_checkpoints, read_part_metadata, read_tensors,
+                                    read_training_json,
                                     read_training_tensors, save_checkpoint, unflatten_state, variant_stem)
 from i2i.storage.rundir import CHECKPOINTS_DIR, RunFolder
 
@@ -50,6 +53,8 @@ VARIANTS = "variants"
 WEIGHTS_VARIANT = "weights_variant"
 #: training.json: the distribution that provided each part, {kind: {name: {"package": ..., "version": ...}}}
 PROVIDERS = "providers"
+#: training.json key of a method with a conditioned network: its domains and each direction's network and code
+DIRECTIONS = "directions"
 #: a variant's name becomes part of file names
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 #: pieces whose state the parts compute with on the training device (an image pool's images); the rest load as saved
@@ -168,6 +173,11 @@ class Checkpoints:
         state = {"step": loop.step, "epoch": loop.epoch, "position": loop.position, "processes": self.processes,
                  "recipe": self.recipe.tables, "generators": self.generator_files(), VARIANTS: listed,
                  WEIGHTS_VARIANT: self.weights_variant, PROVIDERS: self._providers(), "state": trees}
+        directions = self.method.directions()
+        if any(d.condition is not None for d in directions.values()):
+            # a conditioned network serves several directions: readers need its domains and each direction's code
+            state[DIRECTIONS] = {"domains": list(self.method.domains()),
+                                 "directions": {name: asdict(d) for name, d in directions.items()}}
         return save_checkpoint(self.folder.checkpoints_dir, loop.step, files, metadata, tensors, state)
 
     def _variants(self, context: TrainingContext) -> dict[str, dict[str, dict[str, Tensor]]]:
@@ -269,6 +279,7 @@ class Checkpoints:
     def _metadata(self) -> dict[str, dict[str, str]]:
         """Each network file's part metadata (and, for a generator of data other than 8-bit RGB, its value map)."""
         meta, files = {}, self.generator_files()
+        conditioned = {d.network for d in self.method.directions().values() if d.condition is not None}
         values = self.builder.value_map
         oriented = {name: (values if direction == "AtoB" else values.swapped()) for direction, name in files.items()
                     } if values is not None else {}
@@ -280,6 +291,7 @@ class Checkpoints:
                 value_map = oriented.get(name)
                 meta[name] = part_metadata(kind, part, options,
                                            values=value_map.to_json() if value_map is not None else None,
+                                           domains=list(self.method.domains()) if name in conditioned else None,
                                            **provider(self.builder.registry.info(kind, part)))
         return meta
 
@@ -296,9 +308,7 @@ class Checkpoints:
 
     def generator_files(self) -> dict[str, str]:
         """Which network file translates in each direction, e.g. {"AtoB": "G_A", "BtoA": "G_B"}."""
-        names = {id(net): name for name, net in self.method.networks().items()}
-        return {direction: names[id(net)] for direction, net in self.method.generators().items()
-                if id(net) in names}
+        return {name: direction.network for name, direction in self.method.directions().items()}
 
 
 def provider(part: PartInfo) -> dict[str, str]:
@@ -442,6 +452,23 @@ def weights_file(folder: Path, *, direction: str = "", network: str = "", weight
         raise I2IError(f"checkpoint {folder} lacks {file.name}, {what}" + (
             f" (its networks: {', '.join(held)})" if network and held else ""))
     return file
+
+
+def offered_directions(checkpoint: Path | str, which: str | None = None) -> dict[str, tuple[str | None, str]]:
+    """The directions CHECKPOINT (a run, checkpoint folder or generator file) translates in, each (source domain,
+    or None for any, and target domain); {} for a generator file of one unconditioned network (it translates the
+    one way it was trained)."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file() and RunFolder.is_run(path):
+        path = RunFolder(path).checkpoint(which)
+    if path.is_file():
+        meta = read_part_metadata(path)
+        return {direction_name(d): (None, d) for d in meta.domains} if meta is not None else {}
+    state = RunFolder.read_state(path)
+    record = state.get(DIRECTIONS)
+    if isinstance(record, dict) and isinstance(record.get("directions"), dict):
+        return {name: (d.get("source"), d.get("target")) for name, d in record["directions"].items()}
+    return {name: TWO_DIRECTIONS.get(name, (None, name)) for name in state.get("generators") or {}}
 
 
 def _direction_stem(folder: Path, state: dict[str, Any], direction: str) -> str:

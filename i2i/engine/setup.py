@@ -198,12 +198,20 @@ class PartBuilder:
         """The channels of the data's images of `domain`."""
         return self.domain_channels[domain]
 
+    def domains(self) -> tuple[str, ...]:
+        """The data's domains in order."""
+        return tuple(self.domain_channels)
+
     def _channels_text(self) -> str:
-        a, b = self.domain_channels["A"], self.domain_channels["B"]
-        return f"{a}-channel" if a == b else f"{a}-channel (A) and {b}-channel (B)"
+        counts = sorted(set(self.domain_channels.values()))
+        if len(counts) == 1:
+            return f"{counts[0]}-channel"
+        return " and ".join(f"{c}-channel ({d})" for d, c in self.domain_channels.items())
 
     def check_channels(self) -> None:
         """An I2IError naming both when the recipe sets a network's channels to other than the data's."""
+        if self.domains() != ("A", "B"):
+            return  # an N-domain method sizes its networks itself (e.g. StarGAN's input takes the domain code)
         a, b = self.domain_channels["A"], self.domain_channels["B"]
         given = self.recipe.given
         expected = {("generator", "in_channels"): {a}, ("generator", "out_channels"): {b},
@@ -232,7 +240,8 @@ def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_w
         raise I2IError(f"method {name!r} needs paired data, but dataset {recipe['data']['name']!r} is unpaired: use"
                        " data.name = \"aligned\" (A|B side-by-side images), or synthetic data with"
                        " data.paired = true")
-    builder = PartBuilder(recipe, registry, initial_weights, dataset.domain_channels())
+    channels = dataset.domain_channels()
+    builder = PartBuilder(recipe, registry, initial_weights, {domain: channels[domain] for domain in dataset.domains()})
     builder.value_map = dataset.value_map()
     builder.check_channels()
     method.build(builder)

@@ -52,31 +52,40 @@ class LoopState:
 
 
 class LossMeter:
-    """Sums of each loss since the last log point, on the device (adding forces no host sync)."""
+    """Sums of each loss since the last log point, on the device (adding forces no host sync). Each loss is counted
+    on its own: a method may return some losses only on some steps (StarGAN updates G every few D updates)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.sums: dict[str, Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        """Steps added since the last log point (the most any loss was added)."""
+        return max(self.counts.values(), default=0)
 
     def add(self, losses: dict[str, Tensor]) -> None:
         """Add one step's losses."""
-        self.count += 1
         for name, value in losses.items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value.float().clone()
+            self.counts[name] = self.counts.get(name, 0) + 1
 
     def means(self, distributed: Distributed) -> dict[str, float]:
         """The mean of each loss since the last call, over all processes (one sync), and start afresh."""
         sums = distributed.sum(list(self.sums.values()))
-        count = self.count * distributed.world_size
-        means = {name: (value / count).item() for name, value in zip(self.sums, sums)}
-        self.sums, self.count = {}, 0
+        means = {name: (value / (self.counts[name] * distributed.world_size)).item()
+                 for name, value in zip(self.sums, sums)}
+        self.sums, self.counts = {}, {}
         return means
 
     def state_dict(self) -> dict[str, Any]:
-        """The sums and their count."""
-        return {"sums": dict(self.sums), "count": self.count}
+        """The sums and their counts (`count` alone where every loss was added alike, as checkpoints always had)."""
+        if len(set(self.counts.values())) <= 1:
+            return {"sums": dict(self.sums), "count": self.count}
+        return {"sums": dict(self.sums), "count": self.count, "counts": dict(self.counts)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the sums (onto the device)."""
-        self.sums, self.count = tensors_to(dict(state["sums"]), self.device), state["count"]
+        self.sums = tensors_to(dict(state["sums"]), self.device)
+        self.counts = dict(state.get("counts") or {name: state["count"] for name in self.sums})

@@ -47,6 +47,8 @@ OPTIONS_KEY = "i2i.options"  # JSON of the resolved options
 #: generator-file metadata: the i2i.data.values.ValueMap (JSON) of its input ("A") and output ("B") pixel values; absent
 #: for the 8-bit RGB pipeline
 VALUES_KEY = "i2i.values"
+#: a generator conditioned on the target domain (StarGAN's) records the domains its code covers, in order (JSON list)
+DOMAINS_KEY = "i2i.domains"
 SOURCE_KEY = "i2i.source"  # the file `i2i convert` read the weights from
 #: the distribution that provided the part, and its version, so a reader without it can name what to install; absent
 #: in files written before they were recorded, and for parts a script registered
@@ -55,11 +57,14 @@ PACKAGE_VERSION_KEY = "i2i.package_version"
 
 
 def part_metadata(kind: str, name: str, options: dict[str, Any], *, values: str | None = None,
-                  source: str | None = None, package: str = "", version: str = "") -> dict[str, str]:
+                  source: str | None = None, package: str = "", version: str = "",
+                  domains: list[str] | None = None) -> dict[str, str]:
     """safetensors metadata that lets a network be rebuilt from its file alone (`values`: a ValueMap's JSON;
     `source`: the file converted weights came from; `package`, `version`: the distribution that provided the
-    part)."""
+    part; `domains`: the target domains of a conditioned generator, in the order of its code)."""
     meta = {KIND_KEY: kind, NAME_KEY: name, OPTIONS_KEY: json.dumps(options, sort_keys=True)}
+    if domains is not None:
+        meta[DOMAINS_KEY] = json.dumps(list(domains))
     if values is not None:
         meta[VALUES_KEY] = values
     if source is not None:
@@ -81,6 +86,7 @@ class PartMetadata:
     values: str | None  # the ValueMap JSON of a generator of data other than 8-bit RGB, else None
     package: str = ""  # the distribution that provided the part ("" when the file does not record it)
     version: str = ""  # that distribution's version ("" when not recorded)
+    domains: tuple[str, ...] = ()  # a conditioned generator's target domains, in the order of its code
 
 
 def read_part_metadata(file: Path, role: str = "network") -> PartMetadata | None:
@@ -99,8 +105,12 @@ def read_part_metadata(file: Path, role: str = "network") -> PartMetadata | None
         options = None
     if not isinstance(options, dict):
         raise I2IError(f"{file} has damaged {OPTIONS_KEY} metadata: {meta.get(OPTIONS_KEY)!r}")
+    try:
+        domains = tuple(json.loads(meta.get(DOMAINS_KEY, "[]")))
+    except ValueError:
+        raise I2IError(f"{file} has damaged {DOMAINS_KEY} metadata: {meta.get(DOMAINS_KEY)!r}") from None
     return PartMetadata(meta.get(KIND_KEY, "generator"), meta[NAME_KEY], options, meta.get(VALUES_KEY),
-                        meta.get(PACKAGE_KEY, ""), meta.get(PACKAGE_VERSION_KEY, ""))
+                        meta.get(PACKAGE_KEY, ""), meta.get(PACKAGE_VERSION_KEY, ""), domains)
 
 
 def _fsync(path: Path) -> None:

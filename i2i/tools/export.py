@@ -199,7 +199,9 @@ def export_module(module: nn.Module, fmt: str, out: Path | str, size: int = 256,
     if fmt == "onnx":
         _require_onnx()
     module = module.cpu().eval()
-    channels = channels or _in_channels(module)
+    from i2i.tools.generators import in_channels
+
+    channels = channels or in_channels(module)
     notes: list[str] = []
     inputs = parity_inputs(channels, size, real=real, dynamic=dynamic, multiple=multiple, notes=notes)
     example = next(iter(inputs.values()))
@@ -227,12 +229,6 @@ def export_module(module: nn.Module, fmt: str, out: Path | str, size: int = 256,
 
 def _suffix(fmt: str) -> str:
     return ".onnx" if fmt == "onnx" else ".pt"
-
-
-def _in_channels(module: nn.Module) -> int:
-    """The channels the module's first convolution takes (3 when it has none)."""
-    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    return first.in_channels if first is not None else 3
 
 
 def smooth_image(channels: int, height: int, width: int) -> Tensor:

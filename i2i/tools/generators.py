@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from i2i.contract.domains import ConditionedGenerator
 from i2i.contract.parts import Generator
 from i2i.contract.registry import default_registry
 from i2i.data.values import ValueMap
-from i2i.engine.checkpoints import generator_file
+from i2i.engine.checkpoints import generator_file, offered_directions
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError
 from i2i.storage.checkpoint import (NAME_KEY, OPTIONS_KEY, KIND_KEY, VALUES_KEY, PartMetadata, load_network,
@@ -57,8 +58,39 @@ def load_generator(checkpoint: Path | str, direction: str = "AtoB", device: str 
     except I2IError as exc:
         raise I2IError(f"cannot rebuild the generator saved in {file}: {exc}") from None
     load_network(file, net)
+    if meta.domains:  # a generator conditioned on the target domain: bound to the one `direction` names
+        net = _bound(net, meta.domains, direction, file)
     target = device if isinstance(device, torch.device) else resolve_device(device, "--device")
     return net.to(target).eval()
+
+
+def _bound(net: Generator, domains: tuple[str, ...], direction: str, file: Path) -> Generator:
+    """`net` conditioned on the target domain of `direction` ("to_<domain>")."""
+    target = direction.removeprefix("to_") if direction.startswith("to_") else None
+    if target not in domains:
+        raise I2IError(f"{file} translates to any of the domains {', '.join(domains)}: pick one with --to DOMAIN")
+    return ConditionedGenerator(net, domains.index(target), len(domains))
+
+
+def pick_direction(checkpoint: Path | str, to: str | None, source: str | None = None, direction: str = "AtoB",
+                   which: str | None = None) -> str:
+    """The direction translating to domain `to` (from `source`, where the checkpoint's method needs one), or
+    `direction` when `to` is None; I2IError naming the domains the checkpoint translates to."""
+    if to is None and source is None:
+        return direction
+    offered = offered_directions(checkpoint, which)
+    if not offered:  # a lone generator file translates the one way it was trained
+        return direction
+    matches = [name for name, (src, dst) in offered.items()
+               if (to is None or dst == to) and (source is None or src in (None, source))]
+    if not matches:
+        targets = sorted({dst for _, dst in offered.values()})
+        sources = sorted({src for src, _ in offered.values() if src is not None})
+        asked = " ".join(f"--{flag} {value}" for flag, value in (("from", source), ("to", to)) if value is not None)
+        raise I2IError(f"{asked}: {checkpoint} translates to {', '.join(targets)}"
+                       + (f" (from {', '.join(sources)})" if sources else " (from any of them)")
+                       + ": pick one of those")
+    return matches[0]
 
 
 def weights_note(files: list[Path], raw: bool = False) -> str:
@@ -178,10 +210,12 @@ def run_generator(generator: Generator, batch: Tensor, tiling: Tiling | None = N
     return output[..., :h, :w]
 
 
-def in_channels(generator: Generator) -> int:
-    """The channels of the generator's first convolution (what it takes)."""
+def in_channels(generator: torch.nn.Module) -> int:
+    """The channels of the images the generator takes: its first convolution's (3 when it has none), less the domain
+    code a conditioned generator appends itself."""
     first = next((m for m in generator.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
-    return first.in_channels if first is not None else 3
+    channels = first.in_channels if first is not None else 3
+    return channels - generator.count if isinstance(generator, ConditionedGenerator) else channels
 
 
 def takes_gray(generator: Generator) -> bool:

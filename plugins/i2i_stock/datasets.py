@@ -22,7 +22,7 @@ from i2i.api import (ARRAY_EXTENSIONS, Dataset, I2IError, IMAGE_EXTENSIONS, Imag
                     Pixels, ValueMap, hookimpl, image_opens, list_images, read_array, transform_image,
                     transform_images, transform_tensors)
 
-__all__ = ["AlignedFolders", "Synthetic", "UnpairedFolders", "draw_synthetic", "i2i_datasets"]
+__all__ = ["AlignedFolders", "SYNTHETIC_STYLES", "Synthetic", "UnpairedFolders", "draw_synthetic", "i2i_datasets"]
 
 
 def _check_sizes(load_size: int, crop_size: int) -> None:
@@ -48,6 +48,13 @@ class _PixelFolders(Dataset):
     def _extensions(self) -> tuple[str, ...]:
         """The file extensions listed: images for the 8-bit RGB pipeline, .npy arrays too otherwise."""
         return IMAGE_EXTENSIONS if self.pixels.rgb8 else ARRAY_EXTENSIONS
+
+    def has_split(self, split: str) -> bool:
+        """Whether every domain's folder of `split` exists and holds images (root/<split>A and root/<split>B, or
+        root/<split>/<domain>/), scanned once."""
+        if split not in self._files:
+            self._files[split] = self._scan(split, required=False)
+        return self._files[split] is not None
 
     def _openable(self, listed: list[Path]) -> list[Path]:
         """The listed files worth reading: those PIL recognises (RGB pipeline; read_array checks the others when
@@ -138,12 +145,6 @@ class UnpairedFolders(_PixelFolders):
                                " (see the warnings above)")
             domains.append(readable)
         return domains[0], domains[1]
-
-    def has_split(self, split: str) -> bool:
-        """Whether root/<split>A and root/<split>B both exist and hold images."""
-        if split not in self._files:
-            self._files[split] = self._scan(split, required=False)
-        return self._files[split] is not None
 
     def load(self, split: str, augment: bool) -> torch.utils.data.Dataset:
         """Items of `split`: image i of A with image i (or, when augmenting, a random image) of B."""
@@ -426,8 +427,13 @@ def _bands(rgb: torch.Tensor, channels: int) -> torch.Tensor:
     return rgb[[i % 3 for i in range(channels)]]
 
 
+#: the styles draw_synthetic draws shapes in, by letter (a style or domain it does not know draws striped)
+SYNTHETIC_STYLES = {"A": "flat", "B": "striped", "C": "dotted", "D": "outlined"}
+
+
 def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int, style: str | None = None) -> Image.Image:
-    """Synthetic image `index` of `domain` as a size x size RGB image: "A" style flat shapes, "B" striped.
+    """Synthetic image `index` of `domain` as a size x size RGB image in a style of SYNTHETIC_STYLES: "A" flat
+    shapes, "B" striped, "C" dotted, "D" outlined.
 
     The shapes come from (seed, split, domain, index) and the fill from `style` (default: the domain), so
     drawing domain "A" in style "B" gives the striped twin of an A image (paired data).
@@ -444,11 +450,20 @@ def draw_synthetic(seed: int, split: str, domain: str, index: int, size: int, st
         colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0),
                                                                      rng.uniform(0.45, 0.9)))
         shape = _random_shape(rng, size)
-        if (style or domain) == "A":
+        drawn = style or domain
+        if drawn == "A":
             _draw_shape(draw, shape, colour)
+            continue
+        if drawn == "D":
+            _draw_shape(draw, shape, colour, outline=max(1, size // 24))
             continue
         mask = Image.new("L", (size, size), 0)
         _draw_shape(ImageDraw.Draw(mask), shape, 255)
+        if drawn == "C":
+            # coloured dots on the background: textured like stripes, but with no black
+            period = stripe_rng.choice((4, 5)) * max(1, size // 64)
+            image.paste(colour, mask=ImageChops.multiply(mask, _dot_mask(size, period, stripe_rng.randrange(period))))
+            continue
         half = stripe_rng.choice((2, 3)) * max(1, size // 64)
         stripes = _stripe_mask(size, stripe_rng.choice(("horizontal", "diagonal", "antidiagonal")), half,
                                stripe_rng.randrange(2 * half))
@@ -470,15 +485,17 @@ def _random_shape(rng: random.Random, size: int) -> tuple[str, tuple[float, ...]
     return kind, (cx, cy, radius * 1.2, rng.uniform(0.0, 120.0))
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: tuple[str, tuple[float, ...]], fill: Any) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: tuple[str, tuple[float, ...]], fill: Any, outline: int = 0) -> None:
+    """Draw `shape` filled with `fill`, or, when `outline` > 0, only its outline that many pixels wide."""
     kind, geometry = shape
+    paint = {"fill": fill} if outline <= 0 else {"outline": fill, "width": outline}
     if kind == "circle":
-        draw.ellipse(geometry, fill=fill)
+        draw.ellipse(geometry, **paint)
     elif kind == "rectangle":
-        draw.rectangle(geometry, fill=fill)
+        draw.rectangle(geometry, **paint)
     else:
         cx, cy, radius, rotation = geometry
-        draw.regular_polygon((cx, cy, radius), 3, rotation=rotation, fill=fill)
+        draw.regular_polygon((cx, cy, radius), 3, rotation=rotation, **paint)
 
 
 @lru_cache(maxsize=256)
@@ -487,6 +504,15 @@ def _stripe_mask(size: int, orientation: str, half: int, phase: int) -> Image.Im
     rows, cols = np.indices((size, size))
     position = {"horizontal": rows, "diagonal": rows + cols, "antidiagonal": rows - cols + size}[orientation]
     on = ((position + phase) // half) % 2 == 0
+    return Image.fromarray(np.where(on, 255, 0).astype(np.uint8))
+
+
+@lru_cache(maxsize=256)
+def _dot_mask(size: int, period: int, phase: int) -> Image.Image:
+    """An L mask of round dots on a square grid `period` pixels apart: 255 on the dots, 0 between them."""
+    rows, cols = np.indices((size, size))
+    dy, dx = (rows + phase) % period - period / 2, (cols + phase) % period - period / 2
+    on = dy * dy + dx * dx <= (period / 3) ** 2
     return Image.fromarray(np.where(on, 255, 0).astype(np.uint8))
 
 

@@ -1,16 +1,23 @@
-"""The PatchGAN discriminator of pix2pix and CycleGAN: a conv net scoring overlapping image patches."""
+"""The PatchGAN discriminator of pix2pix and CycleGAN: a conv net scoring overlapping image patches, optionally
+with StarGAN's auxiliary domain classifier."""
 
 from __future__ import annotations
 
+from itertools import islice
+
 from torch import Tensor, nn
 
-from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, Discriminator, INIT_OPTIONS, NORM_OPTION, Option,
+from i2i.api import (ANTIALIAS_OPTION, BlurDownsample, Discriminator, I2IError, INIT_OPTIONS, NORM_OPTION, Option,
                     SPECTRAL_NORM_OPTION, batch_independent, conv_bias, hookimpl, init_weights, norm_layer,
                     spectral_normalize, stage_width)
 
 
 class PatchGANDiscriminator(Discriminator):
-    """N-layer PatchGAN: one real/fake score per patch (70x70 patches with the default 3 layers)."""
+    """N-layer PatchGAN: one real/fake score per patch (70x70 patches with the default 3 layers).
+
+    With `classes` = K > 0 it also classifies the image's domain (StarGAN's D_cls): `scores_and_logits(x)` gives
+    the scores and (N, K) logits from one pass through the shared trunk; `forward` still gives the scores only.
+    """
 
     name = "patchgan"
     options = (
@@ -19,6 +26,7 @@ class PatchGANDiscriminator(Discriminator):
         NORM_OPTION,
         Option("in_channels", int, 3, "channels of the scored images (6 when input and output are stacked)",
                min=1),
+        Option("classes", int, 0, "domains the auxiliary head classifies (StarGAN); 0: none", min=0),
         SPECTRAL_NORM_OPTION,
         ANTIALIAS_OPTION,
         *INIT_OPTIONS,
@@ -26,7 +34,7 @@ class PatchGANDiscriminator(Discriminator):
     size_options = ("layers",)
 
     def __init__(self, *, layers: int = 3, channels: int = 64, norm: str = "instance", in_channels: int = 3,
-                 spectral_norm: bool = False, antialias: bool = False, init: str = "normal",
+                 classes: int = 0, spectral_norm: bool = False, antialias: bool = False, init: str = "normal",
                  init_gain: float = 0.02) -> None:
         super().__init__()
         self.batch_independent = batch_independent(norm)
@@ -54,12 +62,33 @@ class PatchGANDiscriminator(Discriminator):
         seq.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*seq)
         init_weights(self, init, init_gain)
+        self.classes = classes
+        if classes:
+            # Built after the trunk's init, so the trunk draws the same weights as without the head. StarGAN's own
+            # head is a conv whose kernel spans the whole final map, which ties D to one image size; a patch-sized
+            # conv averaged over the map gives (N, K) logits at any size the PatchGAN takes.
+            self.classifier = nn.Conv2d(width, classes, 4, stride=1, padding=1)
+            init_weights(self.classifier, init, init_gain)
         if spectral_norm:
             spectral_normalize(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw scores (N, 1, H', W'), one per patch."""
         return self.model(x)
+
+    def scores_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The scores `forward` gives and the domain logits (N, `classes`), the trunk computed once."""
+        if not self.classes:
+            raise I2IError(f"discriminator {self.name!r} has no domain classifier: set discriminator.classes to the"
+                           " number of domains")
+        trunk = self._trunk(x)
+        return self.model[-1](trunk), self.classifier(trunk).mean((2, 3))
+
+    def _trunk(self, x: Tensor) -> Tensor:
+        """The last feature map: every layer of `model` but the final score conv."""
+        for layer in islice(self.model, len(self.model) - 1):
+            x = layer(x)
+        return x
 
     def features(self, images: Tensor) -> list[Tensor]:
         """The activations after each LeakyReLU (`layers` + 1 maps), shallow to deep, for feature matching."""

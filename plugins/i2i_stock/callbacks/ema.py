@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
-from i2i.api import Callback, I2IError, Option, TrainingContext, toml_value
+from i2i.api import Callback, I2IError, Option, TrainingContext, toml_value, trained_network
 
 
 class EMA(Callback):
@@ -54,7 +54,8 @@ class EMA(Callback):
             return
         names = {id(net): name for name, net in context.networks.items()}
         for generator in context.method.generators().values():
-            if id(generator) not in names:
+            generator = trained_network(generator)  # one network may serve several directions (StarGAN)
+            if id(generator) not in names or names[id(generator)] in self.raw:
                 continue
             name = names[id(generator)]
             # state-dict keys of the network itself, so the average loads into a fresh network even when the

@@ -1,0 +1,136 @@
+"""StarGAN: one generator for N domains, trained through the CLI on 3-domain data, resumed bit for bit after kill -9,
+its directions recorded in the checkpoint; also on two-domain data; what it cannot take refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import i2i
+from conftest import RECIPES, assert_same_final_state, error_line, kill_9_at
+
+STARGAN = RECIPES / "stargan.toml"
+TINY = ["--set", "data.name=synthetic_domains", "--set", "data.count=4", "--set", "data.load_size=36",
+        "--set", "data.crop_size=32", "--set", "data.batch_size=2", "--set", "data.workers=0",
+        "--set", "generator.channels=4", "--set", "generator.blocks=1", "--set", "discriminator.channels=4",
+        "--set", "discriminator.layers=2", "--set", "train.max_steps=6", "--set", "train.log_every=3",
+        "--set", "method.critic_steps=2", "--set", "callback.checkpoints.every=3",
+        "--set", "callback.samples.images=2", "--set", "run.threads=1"]
+
+
+TWO_DOMAIN_TINY = ["--set", "data.count=4", "--set", "data.load_size=36", "--set", "data.crop_size=32",
+                   "--set", "data.workers=0", "--set", "generator.channels=4", "--set", "generator.blocks=1",
+                   "--set", "discriminator.channels=4", "--set", "train.max_steps=2", "--set", "callback.samples.images=0"]
+
+
+def records(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stargan_trains_on_three_domains_and_records_its_directions(cli, tmp_path, one_thread):
+    run = tmp_path / "run"
+    result = cli("run", STARGAN, *TINY, "--out", run)
+    assert result.code == 0, result.err
+    last = records(run)[-1]
+    assert last["step"] == 6
+    # D every step, G every critic_steps-th: each loss is the mean over the steps that computed it
+    assert {"D_real", "D_fake", "D_cls", "D_penalty", "G_adv", "G_cls", "G_rec"} <= set(last["losses"])
+    state = json.loads((run / "checkpoints" / "step-00000006" / "training.json").read_text())
+    domains = state["directions"]["domains"]
+    assert len(domains) == 3
+    assert state["directions"]["directions"] == {
+        f"to_{d}": {"source": None, "target": d, "network": "G", "condition": i} for i, d in enumerate(domains)}
+    assert state["generators"] == {f"to_{d}": "G" for d in domains}
+    assert sorted(p.name for p in (run / "checkpoints" / "step-00000006").glob("*.safetensors")) == [
+        "D.safetensors", "G.safetensors", "training.safetensors"]
+    assert list((run / "samples").glob("*"))
+
+
+def test_translate_to_each_domain_of_a_stargan_run(cli, tmp_path, one_thread):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert cli("run", STARGAN, *TINY, "--out", run).code == 0
+    domains = json.loads((run / "checkpoints" / "step-00000006" / "training.json").read_text())["directions"]["domains"]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 36), (200, 30, 60)).save(images / "x.png")
+    outputs = {}
+    for domain in domains:
+        result = cli("translate", run, images, "--to", domain, "--out", tmp_path / domain)
+        assert result.code == 0, result.err
+        outputs[domain] = Image.open(tmp_path / domain / "x.png")
+        assert outputs[domain].size == (40, 36)
+    assert outputs[domains[0]].tobytes() != outputs[domains[1]].tobytes()
+    # the generator file alone knows its domains
+    alone = cli("translate", run / "checkpoints" / "step-00000006" / "G.safetensors", images, "--to", domains[2],
+                "--out", tmp_path / "alone")
+    assert alone.code == 0, alone.err
+    line = error_line(cli("translate", run, images, "--to", "winter", "--out", tmp_path / "bad"))
+    assert f"--to winter: {run} translates to {', '.join(sorted(domains))} (from any of them)" in line
+    line = error_line(cli("translate", run / "checkpoints" / "step-00000006" / "G.safetensors", images,
+                          "--out", tmp_path / "bad2"))
+    assert f"translates to any of the domains {', '.join(domains)}: pick one with --to DOMAIN" in line
+
+
+def test_to_names_the_direction_of_a_two_domain_run(cli, tmp_path, one_thread):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert cli("run", RECIPES / "quickstart.toml", *TWO_DOMAIN_TINY, "--out", run).code == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (20, 130, 60)).save(images / "x.png")
+    for flags, out in ((["--to", "A"], "to_a"), (["--direction", "BtoA"], "btoa"), (["--from", "B"], "from_b")):
+        assert cli("translate", run, images, *flags, "--out", tmp_path / out).code == 0
+    same = [(tmp_path / out / "x.png").read_bytes() for out in ("to_a", "btoa", "from_b")]
+    assert same[0] == same[1] == same[2]
+    line = error_line(cli("translate", run, images, "--to", "C", "--out", tmp_path / "bad"))
+    assert "--to C:" in line and "translates to A, B (from A, B)" in line
+
+
+def test_kill_9_then_resume_is_bit_identical(cli, tmp_path):
+    args = [STARGAN, *TINY, "--set", "train.max_steps=12", "--set", "callback.checkpoints.every=2",
+            "--set", "train.keep_checkpoints=0"]
+    assert cli("run", *args, "--out", tmp_path / "whole").code == 0
+    run = tmp_path / "killed"
+    kill_9_at(run, 4, 12, args)
+    result = cli("run", *args, "--out", run, "--resume")
+    assert result.code == 0, result.err
+    assert_same_final_state(tmp_path / "whole", run, 12)
+
+
+def test_stargan_also_trains_on_two_domain_data(cli, tmp_path, one_thread):
+    run = tmp_path / "run"
+    result = cli("run", STARGAN, *TINY, "--set", "data.name=synthetic", "--out", run)
+    assert result.code == 0, result.err
+    state = json.loads((run / "checkpoints" / "step-00000006" / "training.json").read_text())
+    assert state["directions"]["domains"] == ["A", "B"]
+
+
+def test_the_method_s_directions_bind_the_shared_generator_to_each_target(tmp_path, one_thread):
+    from i2i.engine import Trainer
+    from i2i.recipe import load_recipe
+
+    recipe = load_recipe(STARGAN, [arg for arg in TINY if arg != "--set"])
+    with Trainer(recipe, tmp_path / "run") as trainer:
+        method = trainer.method
+        directions = method.directions()
+        assert list(directions) == [f"to_{d}" for d in method.domains()]
+        image = torch.rand(1, 3, 32, 32) * 2 - 1
+        outputs = [method.generators()[name](image) for name in directions]
+        assert all(o.shape == image.shape for o in outputs)
+        assert not torch.equal(outputs[0], outputs[1])  # the condition reaches the network
+        assert all(i2i.api.trained_network(g) is method.G for g in method.generators().values())
+
+
+@pytest.mark.parametrize("setting, expected", [
+    (["data.name=synthetic_domains", "data.domains=1"], "data.domains"),
+    (["run.capture=true"], "critic_steps > 1 updates the generator on some steps only"),
+])
+def test_what_stargan_cannot_take_is_one_line(cli, tmp_path, setting, expected):
+    sets = [arg for key in setting for arg in ("--set", key)]
+    line = error_line(cli("run", STARGAN, *TINY, *sets, "--out", tmp_path / "run"))
+    assert expected in line, line
