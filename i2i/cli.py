@@ -251,6 +251,15 @@ allow_skipped_option = click.option("--allow-skipped", is_flag=True,
                                     help="Exit 0 even when some inputs were skipped (unreadable, too small; each is"
                                          " named in a warning) as long as the others were done; without it such a"
                                          " run exits 3. Nothing done at all still fails.")
+def domain_options(command: Callable) -> Callable:
+    """`--to DOMAIN` and `--from DOMAIN` of the commands that take a direction (parameters `to`, `source`)."""
+    command = click.option("--from", "source", default=None, metavar="DOMAIN",
+                           help="The source domain, where the method's directions need one.")(command)
+    return click.option("--to", "to", default=None, metavar="DOMAIN",
+                        help="The target domain (a method of N domains, e.g. StarGAN; for two domains --to B is"
+                             " --direction AtoB).")(command)
+
+
 #: `--raw` of the same commands: the trained generator weights instead of the variant the run's callbacks declared
 raw_option = click.option("--raw", is_flag=True, help="Use the raw generator weights, not the variant the run's"
                                                        " callbacks saved for inference (e.g. an EMA average).")
@@ -261,10 +270,7 @@ raw_option = click.option("--raw", is_flag=True, help="Use the raw generator wei
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the translated images.")
 @click.option("--direction", default="AtoB", show_default=True, help="AtoB or BtoA (what the run trained).")
-@click.option("--to", "to", default=None, metavar="DOMAIN", help="The target domain (a method of N domains, e.g."
-              " StarGAN; for two domains --to B is --direction AtoB).")
-@click.option("--from", "source", default=None, metavar="DOMAIN", help="The source domain, where the method's"
-              " directions need one.")
+@domain_options
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N", show_default="full resolution",
               help="Scale images so the shorter side is N px (rounded to the generator's multiple) first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
@@ -388,6 +394,7 @@ def convert(reference: Path, out: Path | None) -> None:
               help="onnx (torch.onnx, opset 18; run it with onnxruntime) or torchscript (torch.jit.trace).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The file to write (.onnx or .pt).")
 @click.option("--direction", default="AtoB", show_default=True, help="AtoB or BtoA (what the run trained).")
+@domain_options
 @click.option("--size", type=click.IntRange(min=1), default=None, metavar="N",
               show_default="the run's crop size, else 256",
               help="The example input is 1 x C x N x N; N must be a multiple of the generator's size multiple.")
@@ -397,8 +404,8 @@ def convert(reference: Path, out: Path | None) -> None:
               help="Largest max abs difference (outputs in [-1, 1]) between the exported file and the generator.")
 @checkpoint_option
 @raw_option
-def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | None, dynamic: bool,
-           tolerance: float, which: str | None, raw: bool) -> None:
+def export(checkpoint: Path, fmt: str, out: Path, direction: str, to: str | None, source: str | None,
+           size: int | None, dynamic: bool, tolerance: float, which: str | None, raw: bool) -> None:
     """Export the generator in CHECKPOINT (a run, checkpoint or .safetensors) to ONNX or TorchScript.
 
     The exported file and the generator then translate the same inputs (uniform noise, a smooth synthetic
@@ -406,7 +413,9 @@ def export(checkpoint: Path, fmt: str, out: Path, direction: str, size: int | No
     tolerance, the export fails and nothing is written to --out.
     """
     from i2i.tools.export import export_generator
+    from i2i.tools.generators import pick_direction
 
+    direction = pick_direction(checkpoint, to, source, direction, which)
     report = export_generator(checkpoint, fmt, out, direction=direction, size=size, dynamic=dynamic,
                               tolerance=tolerance, which=which, raw=raw)
     for note in report.notes:

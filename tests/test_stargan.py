@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import i2i
-from conftest import RECIPES, assert_same_final_state, error_line, kill_9_at
+from conftest import RECIPES, SHARED_DATA, assert_same_final_state, error_line, kill_9_at, run_module
 
 STARGAN = RECIPES / "stargan.toml"
 TINY = ["--set", "data.name=synthetic_domains", "--set", "data.count=4", "--set", "data.load_size=36",
@@ -48,11 +48,36 @@ def test_stargan_trains_on_three_domains_and_records_its_directions(cli, tmp_pat
     assert list((run / "samples").glob("*"))
 
 
-def test_translate_to_each_domain_of_a_stargan_run(cli, tmp_path, one_thread):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny StarGAN run on the 3-domain synthetic data (trained once for the module)."""
+    run = tmp_path_factory.mktemp("stargan") / "run"
+    result = run_module("run", STARGAN, *TINY, "--out", run)
+    assert result.code == 0, result.err
+    return run
+
+
+def test_export_one_file_per_target_domain_and_compare(cli, tmp_path, trained):
+    domains = json.loads((trained / "checkpoints" / "step-00000006" / "training.json").read_text())[
+        "directions"]["domains"]
+    result = cli("export", trained, "--format", "torchscript", "--to", domains[1], "--out", tmp_path / "g.pt")
+    assert result.code == 0, result.err
+    assert f"(to_{domains[1]})" in result.out and "held-out image 1" in result.out and "passed" in result.out
+    exported = torch.jit.load(str(tmp_path / "g.pt"))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert exported(image).shape == image.shape
+    line = error_line(cli("export", trained, "--format", "torchscript", "--out", tmp_path / "x.pt"))
+    assert "pick one with --to DOMAIN" in line
+    result = cli("compare", trained, "--out", tmp_path / "compare")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (tmp_path / "compare").glob("compare-to_*.png")) == [
+        f"compare-to_{d}.png" for d in sorted(domains)]
+
+
+def test_translate_to_each_domain_of_a_stargan_run(cli, tmp_path, trained):
     from PIL import Image
 
-    run = tmp_path / "run"
-    assert cli("run", STARGAN, *TINY, "--out", run).code == 0
+    run = trained
     domains = json.loads((run / "checkpoints" / "step-00000006" / "training.json").read_text())["directions"]["domains"]
     images = tmp_path / "images"
     images.mkdir()
@@ -134,3 +159,24 @@ def test_what_stargan_cannot_take_is_one_line(cli, tmp_path, setting, expected):
     sets = [arg for key in setting for arg in ("--set", key)]
     line = error_line(cli("run", STARGAN, *TINY, *sets, "--out", tmp_path / "run"))
     assert expected in line, line
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "horse2zebra").is_dir() or not (SHARED_DATA / "maps").is_dir(),
+                    reason=f"the shared datasets horse2zebra and maps are not in {SHARED_DATA}")
+def test_stargan_trains_on_a_three_domain_folder_of_real_images_and_translates_to_each(cli, tmp_path, one_thread):
+    sources = {"horse": "horse2zebra/trainA", "zebra": "horse2zebra/trainB", "map": "maps/train"}
+    for name, folder in sources.items():  # a few real images of each, linked (the shared data is never copied)
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for file in sorted((SHARED_DATA / folder).glob("*.jpg"))[:4]:
+            (tmp_path / "data" / "train" / name / file.name).symlink_to(file)
+    run = tmp_path / "run"
+    pairs = [TINY[i:i + 2] for i in range(0, len(TINY), 2)]
+    real = [arg for pair in pairs if not pair[1].startswith(("data.name=", "data.count=")) for arg in pair]
+    result = cli("run", STARGAN, *real, "--set", f"data.root={tmp_path / 'data'}", "--set",
+                 'data.domains=["horse", "zebra", "map"]', "--out", run)
+    assert result.code == 0, result.err
+    image = sorted((SHARED_DATA / "horse2zebra" / "trainA").glob("*.jpg"))[0]
+    for domain in sources:
+        result = cli("translate", run, image, "--to", domain, "--out", tmp_path / domain)
+        assert result.code == 0, result.err
+        assert (tmp_path / domain / image.name).is_file()

@@ -479,6 +479,9 @@ def _direction_stem(folder: Path, state: dict[str, Any], direction: str) -> str:
         # Checkpoints of older i2i versions did not record which file translates which way.
         raise I2IError(f"{state_file} does not say which generator translates which way (an older i2i wrote"
                        f" it): pass the generator file itself, e.g. {network_file(folder, 'G_A')}")
+    if direction not in generators and all(name.startswith("to_") for name in generators):
+        targets = ", ".join(sorted(name.removeprefix("to_") for name in generators))
+        raise I2IError(f"{folder} translates to any of the domains {targets}: pick one with --to DOMAIN")
     if direction not in generators:
         recipe = state.get("recipe")
         method = recipe.get("method") if isinstance(recipe, dict) else None

@@ -405,7 +405,7 @@ def _held_out(runs: list[_Run], samples: int, notes: list[str]) -> tuple[dict[st
         except Exception as exc:  # any failure here costs the translations, never the rest of the page
             notes.append(f"{run.name}: cannot load its data for the translations ({first_line(exc)})")
             continue
-        count = len(inputs["A"])
+        count = len(inputs["image" if "image" in inputs else "A"])
         return inputs, (f"The first {count} {split} image{'s' * (count != 1)} of {run.name}'s data ({name}),"
                         " translated by each run's newest checkpoint.")
     return None
@@ -456,7 +456,8 @@ def _translations(runs: list[_Run], samples: int, device: str, out: Path, notes:
     grids: dict[str, Path] = {}
     missing = False
     for direction in directions:
-        source = inputs["B" if direction == "BtoA" else "A"]
+        # N-domain data: images of several domains, which a conditioned generator takes to any target
+        source = inputs["image"] if "image" in inputs else inputs["B" if direction == "BtoA" else "A"]
         visuals = {"input": source}
         titles = ["input"]
         for run in runs:
@@ -467,7 +468,7 @@ def _translations(runs: list[_Run], samples: int, device: str, out: Path, notes:
         png = out / f"compare-{direction}.png"
         save_samples(visuals, png)
         grids[direction] = png
-        caption = {"AtoB": "A → B", "BtoA": "B → A"}.get(direction, direction)
+        caption = {"AtoB": "A → B", "BtoA": "B → A"}.get(direction, direction.replace("to_", "→ ", 1))
         parts.append(grid_html(png, href(Path(png.name)), caption, list(visuals), f"{direction} translations",
                                titles))
     grey = " Grey cells: no translation (the notes above say why)." if missing else ""

@@ -138,13 +138,15 @@ def _run_folder(file: Path) -> Path | None:
 
 def _file_direction(file: Path) -> str | None:
     """The direction a checkpoint folder's training.json gives the generator `file` (or its variant, e.g. G_B.ema),
-    if it names it."""
+    if it names it for one direction only."""
     try:
         generators = RunFolder.read_state(file.parent).get("generators")
     except I2IError:
         return None
     if isinstance(generators, dict):
-        return next((d for d, stem in generators.items() if stem == file.stem.partition(".")[0]), None)
+        named = [d for d, stem in generators.items() if stem == file.stem.partition(".")[0]]
+        # a network serving several directions (conditioned on the target) translates the way it was asked
+        return named[0] if len(named) == 1 else None
     return None
 
 
@@ -153,10 +155,13 @@ def _held_out(run: Path, direction: str, notes: list[str]) -> Tensor | None:
     from i2i.tools.rundata import held_out_items
 
     try:
+        items = held_out_items(run, _REAL_IMAGES)[0]
+        if "image" in items:  # N-domain data: a conditioned generator takes images of any domain
+            return items["image"]
         domain = {"AtoB": "A", "BtoA": "B"}.get(direction)
         if domain is None:
             raise I2IError(f"direction {direction!r} names no source domain")
-        return held_out_items(run, _REAL_IMAGES)[0][domain]
+        return items[domain]
     except Exception as exc:  # the check goes on without them: the data may be elsewhere now, or gone
         notes.append(f"no held-out images of {run} were checked ({first_line(exc)})")
         return None

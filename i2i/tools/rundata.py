@@ -59,7 +59,7 @@ def _layout(root: Path, split: str) -> str:
 
 def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
     """The first `count` held-out items of a run's data as A and B batches (its test split, else train), the
-    split and the dataset name."""
+    split and the dataset name; for N-domain data, `count` items spread over the split as "image" and "domain"."""
     name, options = RunFolder(run).load_recipe().dataset()
     dataset = default_registry().create("dataset", name, **options)
     split = "test" if dataset.has_split("test") else "train"
@@ -67,5 +67,10 @@ def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
     count = min(count, len(items))
     if count == 0:
         raise I2IError(f"its {split} split is empty")
+    if dataset.domains() != ("A", "B"):
+        # N-domain items come domain by domain: take them spread over the split, so several domains show
+        picked = [items[round(i * (len(items) - 1) / max(1, count - 1))] for i in range(count)]
+        return ({"image": torch.stack([item["image"] for item in picked]),
+                 "domain": torch.tensor([int(item["domain"]) for item in picked])}, split, name)
     batch = [items[i] for i in range(count)]
     return {d: torch.stack([item[d] for item in batch]) for d in "AB"}, split, name
