@@ -74,6 +74,25 @@ def test_export_one_file_per_target_domain_and_compare(cli, tmp_path, trained):
         f"compare-to_{d}.png" for d in sorted(domains)]
 
 
+def test_evaluate_and_validation_report_per_target_domain(cli, tmp_path, trained, one_thread):
+    domains = json.loads((trained / "checkpoints" / "step-00000006" / "training.json").read_text())[
+        "directions"]["domains"]
+    result = cli("evaluate", trained)
+    assert result.code == 0, result.err
+    metrics = json.loads((trained / "metrics.json").read_text())["metrics"]
+    assert sorted(metrics) == sorted(f"to_{d}" for d in domains)
+    # each target: the test images of the other two domains (4 each), and their way back to their own
+    assert all(m["images"] == 8 and 0 < m["cycle_l1"] < 1 for m in metrics.values())
+    run = tmp_path / "validated"
+    keep = f"to_{domains[0]}.cycle_l1"
+    result = cli("run", STARGAN, *TINY, "--set", "callback.validation.enabled=true", "--set",
+                 "callback.validation.every=3", "--set", f"callback.validation.keep_best={keep}", "--out", run)
+    assert result.code == 0, result.err
+    validated = [r["validation"] for r in records(run) if "validation" in r]
+    assert [v["step"] for v in validated] == [3, 6] and set(validated[0]) == {"step", *metrics}
+    assert (run / "checkpoints" / "best").is_dir()
+
+
 def test_translate_to_each_domain_of_a_stargan_run(cli, tmp_path, trained):
     from PIL import Image
 
@@ -180,3 +199,21 @@ def test_stargan_trains_on_a_three_domain_folder_of_real_images_and_translates_t
         result = cli("translate", run, image, "--to", domain, "--out", tmp_path / domain)
         assert result.code == 0, result.err
         assert (tmp_path / domain / image.name).is_file()
+
+
+def test_the_demo_offers_every_target_domain(tmp_path, trained):
+    pytest.importorskip("gradio")
+    from PIL import Image
+
+    from i2i.tools.demo import Limits, build_demo, load_model, translate_file
+
+    domains = json.loads((trained / "checkpoints" / "step-00000006" / "training.json").read_text())[
+        "directions"]["domains"]
+    model = load_model(trained, "cpu")
+    assert list(model.generators) == [f"to_{d}" for d in domains]
+    Image.new("RGB", (40, 32), (90, 30, 200)).save(tmp_path / "x.png")
+    outputs = [translate_file(model, tmp_path / "x.png", f"to_{d}", None, Limits()) for d in domains]
+    assert all(o.size == (40, 32) for o in outputs) and outputs[0].tobytes() != outputs[1].tobytes()
+    page = build_demo(trained, device="cpu")
+    radio = next(block for block in page.blocks.values() if getattr(block, "elem_id", None) == "direction")
+    assert radio.label == "Target domain" and [c[0] for c in radio.choices] == [f"to_{d}" for d in domains]

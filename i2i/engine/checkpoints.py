@@ -464,10 +464,14 @@ def offered_directions(checkpoint: Path | str, which: str | None = None) -> dict
     if path.is_file():
         meta = read_part_metadata(path)
         return {direction_name(d): (None, d) for d in meta.domains} if meta is not None else {}
+    if not (path / STATE_FILE).is_file():
+        return {}  # not a checkpoint: generator_file says what it is, in the reader's own words
     state = RunFolder.read_state(path)
     record = state.get(DIRECTIONS)
     if isinstance(record, dict) and isinstance(record.get("directions"), dict):
-        return {name: (d.get("source"), d.get("target")) for name, d in record["directions"].items()}
+        found = {name: (d.get("source"), d.get("target")) for name, d in record["directions"].items()}
+        order = list(record.get("domains") or [])  # training.json's keys are sorted: the domains' own order
+        return dict(sorted(found.items(), key=lambda item: order.index(item[1][1]) if item[1][1] in order else 0))
     return {name: TWO_DIRECTIONS.get(name, (None, name)) for name in state.get("generators") or {}}
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from i2i.storage.checkpoint import STATE_FILE
+from i2i.engine.checkpoints import offered_directions
 from i2i.engine.devices import resolve_device
 from i2i.errors import I2IError, first_line, is_out_of_memory
 from i2i.data.images import read_image
@@ -109,7 +110,11 @@ def load_model(checkpoint: Path | str, device: str = "auto", *, raw: bool = Fals
 
 def _direction_files(checkpoint: Path | str, raw: bool, which: str | None) -> dict[str, Path]:
     """The generator file of each direction CHECKPOINT translates: a two-sided run's two, a one-sided run's one,
-    a single generator file's one (labelled AtoB: it translates the way it was trained, whatever it is asked)."""
+    a single generator file's one (labelled AtoB: it translates the way it was trained, whatever it is asked), a
+    method of N domains' one file for each target ("to_<domain>")."""
+    offered = list(offered_directions(checkpoint, which))
+    if offered and all(d.startswith("to_") for d in offered):  # one conditioned generator: a choice per domain
+        return {d: generator_file(checkpoint, d, raw=raw, which=which) for d in offered}
     files: dict[str, Path] = {}
     missing: dict[str, I2IError] = {}
     for direction in DIRECTIONS:
@@ -253,7 +258,9 @@ def build_demo(checkpoint: Path | str, *, which: str | None = None, raw: bool = 
             with gr.Column():
                 upload = gr.File(label="Image file (PNG, JPEG, WebP, TIFF, ...)", file_count="single",
                                  type="filepath", elem_id="upload")
-                direction = gr.Radio(list(model.generators), value=next(iter(model.generators)), label="Direction",
+                # a method of N domains offers its target domains ("to_<domain>")
+                label = "Target domain" if all(d.startswith("to_") for d in model.generators) else "Direction"
+                direction = gr.Radio(list(model.generators), value=next(iter(model.generators)), label=label,
                                      visible=not one_way, elem_id="direction")
                 # no `minimum`: Gradio would refuse a bad value with a traceback on the terminal; translate_file
                 # refuses it with a line in the page

@@ -18,8 +18,8 @@ from i2i.tiles.plan import Tiling
 from i2i.tools.generators import run_generator
 from i2i.tools.metrics import DistributionScores, PairedScores, to_unit
 
-__all__ = ["DIRECTIONS", "LOWER_IS_BETTER", "check_measurable", "improves", "measure", "measure_held_out",
-           "metric_names"]
+__all__ = ["DIRECTIONS", "LOWER_IS_BETTER", "check_measurable", "improves", "measure", "measure_domains",
+           "measure_held_out", "metric_names"]
 
 #: the two-domain directions a generator translates: {direction: (source domain, target domain)}
 DIRECTIONS = {"AtoB": ("A", "B"), "BtoA": ("B", "A")}
@@ -29,11 +29,18 @@ LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "cycle_l1": True, "
 
 
 def metric_names(directions: list[str] | dict[str, Any], paired: bool, features: bool) -> list[str]:
-    """The scores `measure` gives each of `directions`: on paired data, with both generators, with features."""
+    """The scores `measure` gives each of `directions`: on paired data, with both generators (or, for a method of N
+    domains, a direction to every domain: "to_<domain>"), with features."""
     names = ["l1", "psnr", "ssim"] if paired else []
-    if all(d in directions for d in DIRECTIONS):
+    if all(d in directions for d in DIRECTIONS) or _to_domains(directions):
         names.append("cycle_l1")
     return names + (["fid", "kid"] if features else [])
+
+
+def _to_domains(directions: list[str] | dict[str, Any]) -> list[str]:
+    """The target domains of directions that are all "to_<domain>" (a method of N domains), else []."""
+    names = list(directions)
+    return [d.removeprefix("to_") for d in names] if names and all(d.startswith("to_") for d in names) else []
 
 
 def improves(metric: str, value: float | None, best: float | None) -> bool:
@@ -108,6 +115,57 @@ def measure(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, p
     return results
 
 
+def measure_domains(generators: dict[str, nn.Module], items: torch.utils.data.Dataset, domains: tuple[str, ...],
+                    batch_size: int = 8, device: torch.device | str = "cpu", feature: nn.Module | None = None,
+                    workers: int = 0, on_progress: Callable[[int, int], None] | None = None,
+                    tiling: Tiling | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per target domain of a method of N domains: `generators` {"to_<domain>": G} on items {"image",
+    "domain"}. Each direction translates the images of every other domain; cycle_l1 is the mean absolute error (in
+    [0, 1] units) of translating them back to their own domain; with `feature`, fid/kid of the translations
+    against the target domain's images."""
+    device = torch.device(device)
+    targets = {direction: domains.index(direction.removeprefix("to_")) for direction in generators}
+    back = {index: generators.get(f"to_{domain}") for index, domain in enumerate(domains)}
+    cycle: dict[str, list[Tensor]] = {d: [] for d in generators}
+    distribution = {d: DistributionScores(feature, device) for d in generators} if feature is not None else {}
+    counts = {d: 0 for d in generators}
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         pin_memory=device.type == "cuda", generator=torch.Generator())
+    total, done = len(items), 0
+    for batch in loader:
+        images, own = batch["image"].to(device), torch.as_tensor(batch["domain"]).to(device)
+        for direction, generator in generators.items():
+            target = targets[direction]
+            sources, source_domains = images[own != target], own[own != target]
+            if len(sources):
+                translated = run_generator(generator, sources, tiling=tiling)
+                counts[direction] += len(sources)
+                for index in source_domains.unique().tolist():
+                    if back.get(index) is not None:
+                        mine = source_domains == index
+                        returned = run_generator(back[index], translated[mine], tiling=tiling)
+                        cycle[direction].append((to_unit(returned) - to_unit(sources[mine])).abs().flatten(1)
+                                                .mean(1).double().cpu())
+                if direction in distribution:
+                    distribution[direction].update(to_unit(translated), real=False)
+            if direction in distribution and bool((own == target).any()):
+                distribution[direction].update(to_unit(images[own == target]), real=True)
+        done += len(images)
+        if on_progress is not None:
+            on_progress(done, total)
+    if not total:
+        raise I2IError("the evaluation split has no images")
+    results: dict[str, dict[str, float]] = {}
+    for direction in generators:
+        found: dict[str, float] = {"images": counts[direction]}
+        if cycle[direction]:
+            found["cycle_l1"] = float(torch.cat(cycle[direction]).mean())
+        if direction in distribution:
+            found.update(distribution[direction].compute())
+        results[direction] = found
+    return results
+
+
 def measure_held_out(generators: dict[str, nn.Module], dataset: Dataset, split: str = "test", batch_size: int = 8,
                      device: torch.device | str = "cpu", feature: nn.Module | None = None, workers: int = 0,
                      images: int = 0, on_progress: Callable[[int, int], None] | None = None,
@@ -119,7 +177,12 @@ def measure_held_out(generators: dict[str, nn.Module], dataset: Dataset, split: 
     items = dataset.load(split, augment=False)
     if images:
         items = torch.utils.data.Subset(items, range(min(images, len(items))))
-    metrics = measure(generators, items, dataset.paired, batch_size, device, feature, workers, on_progress, tiling)
+    if dataset.domains() != ("A", "B"):
+        metrics = measure_domains(generators, items, dataset.domains(), batch_size, device, feature, workers,
+                                  on_progress, tiling)
+    else:
+        metrics = measure(generators, items, dataset.paired, batch_size, device, feature, workers, on_progress,
+                          tiling)
     return {d: {k: _finite(v) for k, v in m.items()} for d, m in metrics.items()}
 
 

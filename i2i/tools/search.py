@@ -148,8 +148,9 @@ class Objective:
     def parse(cls, text: str) -> "Objective":
         """`AtoB.l1`, `BtoA.psnr`, `AtoB.fid` ..."""
         direction, _, metric = text.partition(".")
-        if direction not in DIRECTIONS or metric not in LOWER_IS_BETTER:
-            raise I2IError(f"--objective {text!r} is not DIRECTION.METRIC: DIRECTION is one of {', '.join(DIRECTIONS)},"
+        if (direction not in DIRECTIONS and not direction.startswith("to_")) or metric not in LOWER_IS_BETTER:
+            raise I2IError(f"--objective {text!r} is not DIRECTION.METRIC: DIRECTION is one of"
+                           f" {', '.join(DIRECTIONS)} or to_<domain>,"
                            f" METRIC one of {', '.join(LOWER_IS_BETTER)} (e.g. AtoB.l1)")
         return cls(direction, metric)
 
