@@ -88,3 +88,35 @@ def test_core_imports_no_concrete_part():
     assert "synthetic" not in proc.stdout and "resnet" not in proc.stdout  # the datasets are stock parts too
     assert "plugin 'datasets' from package 'i2i-toolkit' failed to load" in proc.stderr
     assert "plugin 'resnet' from package 'i2i-toolkit' failed to load" in proc.stderr
+
+
+def test_a_plugin_method_of_three_domains_goes_through_translate_evaluate_and_export(plugin_env, tmp_path):
+    """i2i-example's `hub` method declares the data's three domains and names its directions
+    "<source>_to_<target>": training, translate --from/--to, evaluate and export take them from the core as is."""
+    import json
+
+    from PIL import Image
+
+    run = tmp_path / "hub"
+    result = run_module("run", QUICK, *SMALL, "--set", "method.name=hub", "--set", "data.name=synthetic_domains",
+                        "--set", "generator.channels=4", "--set", "generator.blocks=1", "--out", run, env=plugin_env)
+    assert result.code == 0, result.err
+    state = json.loads((run / "checkpoints" / "step-00000004" / "training.json").read_text())
+    assert state["directions"]["domains"] == ["flat", "striped", "dotted"]
+    assert state["directions"]["directions"]["striped_to_flat"] == {
+        "source": "striped", "target": "flat", "network": "G_striped_to_flat", "condition": None}
+    Image.new("RGB", (32, 32), (30, 60, 220)).save(tmp_path / "x.png")
+    translated = run_module("translate", run, tmp_path / "x.png", "--from", "striped", "--to", "flat", "--out",
+                            tmp_path / "out", env=plugin_env)
+    assert translated.code == 0 and (tmp_path / "out" / "x.png").is_file(), translated.err
+    refused = run_module("translate", run, tmp_path / "x.png", "--from", "striped", "--to", "dotted", "--out",
+                         tmp_path / "bad", env=plugin_env)
+    assert "--from striped --to dotted:" in error_line(refused) and "translates to" in refused.err
+    evaluated = run_module("evaluate", run, env=plugin_env)
+    assert evaluated.code == 0, evaluated.err
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert sorted(metrics) == ["dotted_to_flat", "flat_to_dotted", "flat_to_striped", "striped_to_flat"]
+    assert all(m["images"] == 4 and m["cycle_l1"] > 0 for m in metrics.values())
+    exported = run_module("export", run, "--format", "torchscript", "--from", "flat", "--to", "dotted", "--out",
+                          tmp_path / "g.pt", env=plugin_env)
+    assert exported.code == 0 and "(flat_to_dotted)" in exported.out, exported.err

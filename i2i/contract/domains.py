@@ -1,10 +1,11 @@
 """Domains and directions a method declares: which translations it offers and which network serves each.
 
 Two-domain methods (CycleGAN, pix2pix, CUT) translate between "A" and "B" in the directions "AtoB" and "BtoA", each
-with a generator of its own. A method of N domains (StarGAN) serves every target with one generator that takes the
-target domain as an input: its directions are "to_<domain>", each a `ConditionedGenerator` binding the shared
-network to that domain's one-hot code, so whatever calls a direction's generator (samples, validation, translate)
-calls an image-to-image module either way.
+with a generator of its own. A method of N domains names a generator from one domain to another
+"<source>_to_<target>"; one that serves every target with one generator taking the target domain as an input
+(StarGAN) names its directions "to_<domain>", each a `ConditionedGenerator` binding the shared network to that
+domain's one-hot code, so whatever calls a direction's generator (samples, validation, translate) calls an
+image-to-image module either way.
 """
 
 from __future__ import annotations
@@ -32,8 +33,22 @@ class Direction:
 
 
 def direction_name(target: str, source: str | None = None) -> str:
-    """The name of the direction to `target` ("AtoB" style with a source, "to_<target>" without one)."""
-    return f"{source}to{target}" if source is not None else f"to_{target}"
+    """The name of a direction: "to_<target>" from any domain; "<source>_to_<target>" from one domain of N (the two
+    domains' are "AtoB" and "BtoA")."""
+    if source is None:
+        return f"to_{target}"
+    return f"{source}to{target}" if (source, target) in TWO_DIRECTIONS.values() else f"{source}_to_{target}"
+
+
+def route(name: str) -> tuple[str | None, str] | None:
+    """(source domain or None for any, target domain) of a direction by its name ("AtoB", "to_<target>",
+    "<source>_to_<target>"); None for a name of none of these forms."""
+    if name in TWO_DIRECTIONS:
+        return TWO_DIRECTIONS[name]
+    if name.startswith("to_") and len(name) > 3:
+        return None, name[3:]
+    source, sep, target = name.partition("_to_")
+    return (source, target) if sep and source and target else None
 
 
 def one_hot(indices: Tensor, count: int, like: Tensor) -> Tensor:

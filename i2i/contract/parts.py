@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from i2i.contract.domains import (TWO_DIRECTIONS, TWO_DOMAINS, ConditionedGenerator, Direction,
+from i2i.contract.domains import (TWO_DIRECTIONS, TWO_DOMAINS, ConditionedGenerator, Direction, route,
                                   trained_network)
 from i2i.contract.options import Option
 from i2i.errors import I2IError
@@ -532,8 +532,9 @@ class Method(Part):
         return TWO_DOMAINS
 
     def generators(self) -> dict[str, Generator]:
-        """The generator of each direction the method translates, e.g. {"AtoB": G_A, "BtoA": G_B}; a method whose one
-        network serves every target returns a `ConditionedGenerator` per direction ("to_<domain>")."""
+        """The generator of each direction the method translates, e.g. {"AtoB": G_A, "BtoA": G_B}; a method of N domains
+        names them "<source>_to_<target>", and one whose one network serves every target returns a
+        `ConditionedGenerator` per direction ("to_<domain>")."""
         found = {}
         for direction in TWO_DIRECTIONS:
             try:
@@ -554,7 +555,7 @@ class Method(Part):
             if isinstance(generator, ConditionedGenerator):
                 found[direction] = Direction(None, self.domains()[generator.index], network, generator.index)
             else:
-                source, target = TWO_DIRECTIONS.get(direction, (None, direction))
+                source, target = route(direction) or (None, direction)
                 found[direction] = Direction(source, target, network)
         return found
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from i2i.contract.callbacks import Callback, TrainingContext
-from i2i.contract.domains import TWO_DIRECTIONS, direction_name
+from i2i.contract.domains import TWO_DOMAINS, direction_name, route
 from i2i.contract.parts import Method
 from i2i.contract.registry import PartInfo, Registry, default_registry
 from i2i.engine.placement import tensors_to
@@ -174,7 +174,7 @@ class Checkpoints:
                  "recipe": self.recipe.tables, "generators": self.generator_files(), VARIANTS: listed,
                  WEIGHTS_VARIANT: self.weights_variant, PROVIDERS: self._providers(), "state": trees}
         directions = self.method.directions()
-        if any(d.condition is not None for d in directions.values()):
+        if self.method.domains() != TWO_DOMAINS or any(d.condition is not None for d in directions.values()):
             # a conditioned network serves several directions: readers need its domains and each direction's code
             state[DIRECTIONS] = {"domains": list(self.method.domains()),
                                  "directions": {name: asdict(d) for name, d in directions.items()}}
@@ -472,7 +472,7 @@ def offered_directions(checkpoint: Path | str, which: str | None = None) -> dict
         found = {name: (d.get("source"), d.get("target")) for name, d in record["directions"].items()}
         order = list(record.get("domains") or [])  # training.json's keys are sorted: the domains' own order
         return dict(sorted(found.items(), key=lambda item: order.index(item[1][1]) if item[1][1] in order else 0))
-    return {name: TWO_DIRECTIONS.get(name, (None, name)) for name in state.get("generators") or {}}
+    return {name: route(name) or (None, name) for name in state.get("generators") or {}}
 
 
 def _direction_stem(folder: Path, state: dict[str, Any], direction: str) -> str:

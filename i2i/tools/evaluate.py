@@ -181,8 +181,8 @@ def _directions(checkpoint: Path) -> list[str]:
     """The directions a checkpoint folder has generators for, as its training.json records them."""
     generators = RunFolder.read_state(checkpoint).get("generators")
     found = [d for d in DIRECTIONS if isinstance(generators, dict) and d in generators]
-    if not found and isinstance(generators, dict):  # a method of N domains: a direction to each ("to_<domain>")
-        found = [d for d in generators if d.startswith("to_")]
+    if not found and isinstance(generators, dict):  # a method of N domains: "to_<target>", "<source>_to_<target>"
+        found = list(generators)
     if not found:
         raise I2IError(f"{checkpoint / STATE_FILE} names no generator (an older i2i wrote it): evaluate"
                        " needs a checkpoint of this version; retrain or resume the run")

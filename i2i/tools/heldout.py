@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from i2i.contract.domains import route
 from i2i.contract.parts import Dataset
 from i2i.errors import I2IError
 from i2i.tiles.plan import Tiling
@@ -32,15 +33,24 @@ def metric_names(directions: list[str] | dict[str, Any], paired: bool, features:
     """The scores `measure` gives each of `directions`: on paired data, with both generators (or, for a method of N
     domains, a direction to every domain: "to_<domain>"), with features."""
     names = ["l1", "psnr", "ssim"] if paired else []
-    if all(d in directions for d in DIRECTIONS) or _to_domains(directions):
+    if all(d in directions for d in DIRECTIONS) or _all_return(list(directions)):
         names.append("cycle_l1")
     return names + (["fid", "kid"] if features else [])
 
 
-def _to_domains(directions: list[str] | dict[str, Any]) -> list[str]:
-    """The target domains of directions that are all "to_<domain>" (a method of N domains), else []."""
-    names = list(directions)
-    return [d.removeprefix("to_") for d in names] if names and all(d.startswith("to_") for d in names) else []
+def _all_return(directions: list[str]) -> bool:
+    """Whether, for directions of N domains ("to_<target>", "<source>_to_<target>"), every one has a way back from
+    its target to its source(s), so cycle_l1 can be measured."""
+    routes = [route(d) for d in directions if d not in DIRECTIONS]
+    if not routes or None in routes or len(routes) != len(directions):
+        return False
+    return all(_back(routes, target, source) for source, target in routes)
+
+
+def _back(routes: list[tuple[str | None, str]], start: str, end: str | None) -> bool:
+    """Whether a direction goes from `start` to `end` (None: to any domain, i.e. a conditioned generator's)."""
+    return any(target == end or (end is None and source is None) for source, target in routes
+               if source in (None, start))
 
 
 def improves(metric: str, value: float | None, best: float | None) -> bool:
@@ -119,13 +129,18 @@ def measure_domains(generators: dict[str, nn.Module], items: torch.utils.data.Da
                     batch_size: int = 8, device: torch.device | str = "cpu", feature: nn.Module | None = None,
                     workers: int = 0, on_progress: Callable[[int, int], None] | None = None,
                     tiling: Tiling | None = None) -> dict[str, dict[str, float]]:
-    """Metrics per target domain of a method of N domains: `generators` {"to_<domain>": G} on items {"image",
-    "domain"}. Each direction translates the images of every other domain; cycle_l1 is the mean absolute error (in
-    [0, 1] units) of translating them back to their own domain; with `feature`, fid/kid of the translations
-    against the target domain's images."""
+    """Metrics per direction of a method of N domains: `generators` {"to_<target>" or "<source>_to_<target>": G}
+    on items {"image", "domain"}. Each direction translates the images of its source domain (every other domain for
+    "to_<target>"); cycle_l1 is the mean absolute error (in [0, 1] units) of translating them back to their own
+    domain, where a direction does; with `feature`, fid/kid of the translations against the target domain's
+    images."""
     device = torch.device(device)
-    targets = {direction: domains.index(direction.removeprefix("to_")) for direction in generators}
-    back = {index: generators.get(f"to_{domain}") for index, domain in enumerate(domains)}
+    routes = {}
+    for direction in generators:
+        found = route(direction)
+        if found is None or found[1] not in domains or (found[0] is not None and found[0] not in domains):
+            raise I2IError(f"direction {direction!r} names no domains of the data ({', '.join(domains)})")
+        routes[direction] = (None if found[0] is None else domains.index(found[0]), domains.index(found[1]))
     cycle: dict[str, list[Tensor]] = {d: [] for d in generators}
     distribution = {d: DistributionScores(feature, device) for d in generators} if feature is not None else {}
     counts = {d: 0 for d in generators}
@@ -135,15 +150,17 @@ def measure_domains(generators: dict[str, nn.Module], items: torch.utils.data.Da
     for batch in loader:
         images, own = batch["image"].to(device), torch.as_tensor(batch["domain"]).to(device)
         for direction, generator in generators.items():
-            target = targets[direction]
-            sources, source_domains = images[own != target], own[own != target]
+            source, target = routes[direction]
+            chosen = own != target if source is None else own == source
+            sources, source_domains = images[chosen], own[chosen]
             if len(sources):
                 translated = run_generator(generator, sources, tiling=tiling)
                 counts[direction] += len(sources)
                 for index in source_domains.unique().tolist():
-                    if back.get(index) is not None:
+                    way_back = _way(generators, routes, target, index)
+                    if way_back is not None:
                         mine = source_domains == index
-                        returned = run_generator(back[index], translated[mine], tiling=tiling)
+                        returned = run_generator(way_back, translated[mine], tiling=tiling)
                         cycle[direction].append((to_unit(returned) - to_unit(sources[mine])).abs().flatten(1)
                                                 .mean(1).double().cpu())
                 if direction in distribution:
@@ -164,6 +181,13 @@ def measure_domains(generators: dict[str, nn.Module], items: torch.utils.data.Da
             found.update(distribution[direction].compute())
         results[direction] = found
     return results
+
+
+def _way(generators: dict[str, nn.Module], routes: dict[str, tuple[int | None, int]], start: int,
+         end: int) -> nn.Module | None:
+    """The generator translating domain `start` to domain `end`, if a direction does."""
+    return next((generators[d] for d, (source, target) in routes.items()
+                 if target == end and source in (None, start)), None)
 
 
 def measure_held_out(generators: dict[str, nn.Module], dataset: Dataset, split: str = "test", batch_size: int = 8,

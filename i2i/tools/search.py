@@ -148,9 +148,9 @@ class Objective:
     def parse(cls, text: str) -> "Objective":
         """`AtoB.l1`, `BtoA.psnr`, `AtoB.fid` ..."""
         direction, _, metric = text.partition(".")
-        if (direction not in DIRECTIONS and not direction.startswith("to_")) or metric not in LOWER_IS_BETTER:
+        if (direction not in DIRECTIONS and "to_" not in direction) or metric not in LOWER_IS_BETTER:
             raise I2IError(f"--objective {text!r} is not DIRECTION.METRIC: DIRECTION is one of"
-                           f" {', '.join(DIRECTIONS)} or to_<domain>,"
+                           f" {', '.join(DIRECTIONS)}, to_<domain> or <source>_to_<target>,"
                            f" METRIC one of {', '.join(LOWER_IS_BETTER)} (e.g. AtoB.l1)")
         return cls(direction, metric)
 

@@ -68,9 +68,9 @@ class Validation(Callback):
         if not keep:
             return
         direction, _, metric = keep.partition(".")
-        if (direction not in DIRECTIONS and not direction.startswith("to_")) or metric not in LOWER_IS_BETTER:
+        if (direction not in DIRECTIONS and "to_" not in direction) or metric not in LOWER_IS_BETTER:
             raise I2IError(f"keep_best = {keep!r} is not DIRECTION.METRIC: DIRECTION is one of"
-                           f" {', '.join(DIRECTIONS)} or to_<domain>,"
+                           f" {', '.join(DIRECTIONS)}, to_<domain> or <source>_to_<target>,"
                            f" METRIC one of {', '.join(LOWER_IS_BETTER)} (e.g. AtoB.l1)")
         if metric in ("fid", "kid") and not weights:
             raise I2IError(f"keep_best = {keep!r} needs FID/KID, which need inception_weights = FILE (or"
