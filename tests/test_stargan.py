@@ -173,6 +173,7 @@ def test_the_method_s_directions_bind_the_shared_generator_to_each_target(tmp_pa
 @pytest.mark.parametrize("setting, expected", [
     (["data.name=synthetic_domains", "data.domains=1"], "data.domains"),
     (["run.capture=true"], "critic_steps > 1 updates the generator on some steps only"),
+    (["data.channels=1"], "trains on 8-bit RGB data only for now"),
 ])
 def test_what_stargan_cannot_take_is_one_line(cli, tmp_path, setting, expected):
     sets = [arg for key in setting for arg in ("--set", key)]

@@ -102,7 +102,11 @@ class ValueMap:
 
     def swapped(self) -> "ValueMap":
         """The same mapping with domains A and B exchanged (for the generator that translates B to A)."""
-        return ValueMap(self.mode, {"A": self.domains["B"], "B": self.domains["A"]})
+        return self.oriented("B", "A")
+
+    def oriented(self, source: str, target: str) -> "ValueMap":
+        """The mapping of a generator from domain `source` to `target`: theirs as its input ("A") and output ("B")."""
+        return ValueMap(self.mode, {"A": self.domains[source], "B": self.domains[target]})
 
 
 def percentiles(arrays: list[np.ndarray], low: float, high: float) -> DomainRange:

@@ -278,11 +278,12 @@ class Checkpoints:
 
     def _metadata(self) -> dict[str, dict[str, str]]:
         """Each network file's part metadata (and, for a generator of data other than 8-bit RGB, its value map)."""
-        meta, files = {}, self.generator_files()
-        conditioned = {d.network for d in self.method.directions().values() if d.condition is not None}
+        meta, directions = {}, self.method.directions()
+        conditioned = {d.network for d in directions.values() if d.condition is not None}
         values = self.builder.value_map
-        oriented = {name: (values if direction == "AtoB" else values.swapped()) for direction, name in files.items()
-                    } if values is not None else {}
+        # each generator's value map with its source domain as "A" and its target as "B"
+        oriented = {d.network: values.oriented(d.source, d.target) for d in directions.values()
+                    if d.source is not None} if values is not None else {}
         for name, net in self.method.networks().items():
             if id(net) in self.builder.built:  # a network the method made itself (e.g. CUT's heads) has no part name
                 kind, part, options = self.builder.built[id(net)]

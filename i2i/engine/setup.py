@@ -245,6 +245,11 @@ def setup_method(recipe: Recipe, registry: Registry, dataset: Dataset, initial_w
     builder.value_map = dataset.value_map()
     builder.check_channels()
     method.build(builder)
+    if builder.value_map is not None and any(d.condition is not None for d in method.directions().values()):
+        # one file serves every target, so it cannot record one output range: translate would write wrong values
+        raise I2IError(f"method {name!r} serves every target domain with one generator, which trains on 8-bit RGB"
+                       f" data only for now; dataset {recipe['data']['name']!r} gives other values (data.channels /"
+                       " data.values): use 8-bit RGB images, or a method with a generator per direction")
     check_input_sizes(recipe, method, builder)
     return method, builder
 
