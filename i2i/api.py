@@ -34,7 +34,8 @@ Domains and directions (methods of more than two domains):
   ``Method.directions()`` lists them, ``Method.domains()`` names the domains.
 - ``ConditionedGenerator``: a generator conditioned on the target domain, bound to one target (StarGAN's
   directions); ``with_condition(images, codes)`` appends one-hot domain codes (``one_hot``) as input channels;
-  ``trained_network(generator)`` is the network whose weights a direction's generator uses.
+  ``trained_network(generator)`` is the network whose weights a direction's generator uses; ``spread(length,
+  count)`` picks items spread over an N-domain split (whose items come domain by domain).
 
 What methods, schedules and callbacks are given:
 
@@ -172,7 +173,7 @@ from i2i.nn.layers import (ANTIALIAS_OPTION, BATCH_NORMS, INIT_OPTIONS, INITS, M
                         conv_bias, init_weights, instance_norms, norm_layer, norm_option, spectral_normalize,
                         stage_width)
 from i2i.contract.callbacks import Callback, RunCheckpoints, TrainingContext, TrainingControl
-from i2i.contract.domains import ConditionedGenerator, Direction, one_hot, trained_network, with_condition
+from i2i.contract.domains import ConditionedGenerator, Direction, one_hot, spread, trained_network, with_condition
 from i2i.contract.parts import (AdversarialLoss, Augment, Buffer, Dataset, Discriminator, Generator, Loss, LossSlot,
                                 Method, Optimizer, Part, PartFactory, ReconstructionLoss, Schedule, ScheduleClock,
                                 Stepper)
@@ -185,7 +186,7 @@ __all__ = [
     "Method", "Optimizer", "Schedule", "Callback", "Part",
     # what methods, schedules and callbacks are given
     "LossSlot", "PartFactory", "Stepper", "ScheduleClock", "TrainingContext", "TrainingControl",
-    "Direction", "ConditionedGenerator", "with_condition", "one_hot", "trained_network",
+    "Direction", "ConditionedGenerator", "with_condition", "one_hot", "trained_network", "spread",
     # declaring and registering
     "Option", "hookimpl", "I2IError", "create",
     # runs

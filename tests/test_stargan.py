@@ -45,7 +45,11 @@ def test_stargan_trains_on_three_domains_and_records_its_directions(cli, tmp_pat
     assert state["generators"] == {f"to_{d}": "G" for d in domains}
     assert sorted(p.name for p in (run / "checkpoints" / "step-00000006").glob("*.safetensors")) == [
         "D.safetensors", "G.safetensors", "training.safetensors"]
-    assert list((run / "samples").glob("*"))
+    # the sample grid: 2 images spread over the split (the first and the last domain), each translated to every domain
+    from PIL import Image
+
+    grid = Image.open(sorted((run / "samples").glob("*.png"))[-1])
+    assert grid.width > grid.height  # columns: the image and its 3 translations; rows: 2 samples
 
 
 @pytest.fixture(scope="module")

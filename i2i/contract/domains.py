@@ -86,3 +86,10 @@ def trained_network(generator: nn.Module) -> nn.Module:
     """The network whose weights a direction's generator uses: the generator itself, or the network a
     `ConditionedGenerator` binds."""
     return generator.network if isinstance(generator, ConditionedGenerator) else generator
+
+
+def spread(length: int, count: int) -> list[int]:
+    """`count` indices spread evenly over `length` items (first and last included): samples of N-domain data,
+    whose items come domain by domain, then show several domains."""
+    count = min(count, length)
+    return [round(i * (length - 1) / max(1, count - 1)) for i in range(count)]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from i2i.contract.domains import spread
 from i2i.contract.parts import Dataset
 from i2i.contract.registry import default_registry
 from i2i.errors import I2IError
@@ -69,7 +70,7 @@ def held_out_items(run: Path, count: int) -> tuple[dict[str, Tensor], str, str]:
         raise I2IError(f"its {split} split is empty")
     if dataset.domains() != ("A", "B"):
         # N-domain items come domain by domain: take them spread over the split, so several domains show
-        picked = [items[round(i * (len(items) - 1) / max(1, count - 1))] for i in range(count)]
+        picked = [items[i] for i in spread(len(items), count)]
         return ({"image": torch.stack([item["image"] for item in picked]),
                  "domain": torch.tensor([int(item["domain"]) for item in picked])}, split, name)
     batch = [items[i] for i in range(count)]

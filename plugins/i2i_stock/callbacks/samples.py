@@ -6,7 +6,7 @@ from typing import Any
 
 from torch.utils.data import default_collate
 
-from i2i.api import Callback, Option, TrainingContext, save_samples
+from i2i.api import Callback, Option, TrainingContext, save_samples, spread
 
 
 class Samples(Callback):
@@ -23,12 +23,16 @@ class Samples(Callback):
         self.items: dict[str, Any] | None = None
 
     def on_train_start(self, context: TrainingContext) -> None:
-        """Take the first images of the test split (the training split when there is none)."""
+        """Take the first images of the test split (the training split when there is none); of N-domain data, images
+        spread over it."""
         count = self.images
         if count and context.is_main:
             dataset = context.dataset
             held_out = dataset.load("test" if dataset.has_split("test") else "train", augment=False)
-            self.items = default_collate([held_out[i] for i in range(min(count, len(held_out)))])
+            # N-domain items come domain by domain: spread the picks, so the grid shows every source domain
+            picks = range(min(count, len(held_out))) if dataset.domains() == ("A", "B") else spread(len(held_out),
+                                                                                                   count)
+            self.items = default_collate([held_out[i] for i in picks])
 
     def on_log(self, context: TrainingContext, record: dict[str, Any]) -> None:
         """Save the method's visuals of the samples as samples/step-NNNNNNNN.png."""
