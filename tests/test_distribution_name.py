@@ -173,7 +173,7 @@ def test_an_installed_plugin_that_fails_to_load_is_named_with_its_error(plugin_r
     line = error_line(result)
     assert (f"error: cannot rebuild the generator saved in {run / 'checkpoints' / 'step-00000002' / 'G_A.safetensors'}:"
             " generator 'tinyconv' comes from the package i2i-example 0.1.0, which is installed but failed to load:"
-            " plugins 'losses', 'tinyconv': ModuleNotFoundError: No module named 'a_dependency_that_is_not_installed'"
+            " plugins 'hub', 'losses', 'tinyconv': ModuleNotFoundError: No module named 'a_dependency_that_is_not_installed'"
             ) in line
     blocked = run_module("translate", run, tmp_path / "images", "--out", tmp_path / "out",
                          env={**installed(environment), "I2I_BLOCK_PLUGINS": "i2i-example"})
