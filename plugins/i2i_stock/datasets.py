@@ -31,6 +31,14 @@ def _check_sizes(load_size: int, crop_size: int) -> None:
                        f" data.crop_size <= data.load_size (e.g. --set data.crop_size={load_size})")
 
 
+def _check_root(root: Path, holding: str) -> None:
+    """I2IError naming the fix when data.root does not exist or is not a folder (the one `holding` the data)."""
+    if not root.exists():
+        raise I2IError(f"data.root {root} does not exist: set data.root to the folder holding {holding}")
+    if not root.is_dir():
+        raise I2IError(f"data.root {root} is not a folder: set data.root to the folder holding {holding}")
+
+
 class _PixelFolders(Dataset):
     """What the folder datasets share about their pixels (`self.pixels`, from the data options in PIXEL_OPTIONS):
     the channels and value map they report, and which files they list."""
@@ -100,12 +108,7 @@ class UnpairedFolders(_PixelFolders):
 
     def _check_layout(self) -> None:
         """Raise I2IError naming the fix when root, trainA/ or trainB/ is missing."""
-        if not self.root.exists():
-            raise I2IError(f"data.root {self.root} does not exist: set data.root to the folder holding trainA/"
-                           " and trainB/")
-        if not self.root.is_dir():
-            raise I2IError(f"data.root {self.root} is not a folder: set data.root to the folder holding trainA/"
-                           " and trainB/")
+        _check_root(self.root, "trainA/ and trainB/")
         for domain in "AB":
             if not (self.root / f"train{domain}").is_dir():
                 raise I2IError(self._missing_message(f"train{domain}"))

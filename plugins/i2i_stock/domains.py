@@ -19,8 +19,8 @@ import torch
 from i2i.api import (Dataset, I2IError, ImageFiles, Option, PIXEL_OPTIONS, Pixels, ValueMap, hookimpl, list_images,
                      read_array, transform_image, transform_tensors)
 
-from i2i_stock.datasets import (SYNTHETIC_STYLES, _PixelFolders, _bands, _check_index, _check_sizes, _fit_pixels,
-                                draw_synthetic)
+from i2i_stock.datasets import (SYNTHETIC_STYLES, _PixelFolders, _bands, _check_index, _check_root, _check_sizes,
+                                _fit_pixels, draw_synthetic)
 
 __all__ = ["DomainFolders", "DomainItems", "SyntheticDomains", "i2i_datasets"]
 
@@ -89,12 +89,7 @@ class DomainFolders(_PixelFolders):
 
     def _pick_domains(self, wanted: list[str]) -> list[str]:
         """The domain names: `wanted` checked against the folders of train/, or all of them, sorted."""
-        if not self.root.exists():
-            raise I2IError(f"data.root {self.root} does not exist: set data.root to the folder holding"
-                           " train/<domain>/ folders")
-        if not self.root.is_dir():
-            raise I2IError(f"data.root {self.root} is not a folder: set data.root to the folder holding"
-                           " train/<domain>/ folders")
+        _check_root(self.root, "train/<domain>/ folders")
         train = self.root / "train"
         if not train.is_dir():
             # a root one level too high (data/ instead of data/seasons/) is the usual slip
